@@ -1,0 +1,43 @@
+# Everyday commands. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export SERVICE_MODEL_STORE ?= model_store
+
+.DEFAULT_GOAL := help
+.PHONY: help serve test train lint verify ci-deps clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: $(BIN)/.runtime ## Serve the models on 127.0.0.1:8000 (trains the demo models if the store has none)
+	$(BIN)/python -m service.models.demo --if-empty
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+train: $(BIN)/.runtime ## (Re)train the demo models into the model store
+	$(BIN)/python -m service.models.demo --force
+
+verify: $(BIN)/.runtime ## Check every stored model: hash, load, one prediction
+	$(BIN)/flask --app wsgi models verify
+
+test: $(BIN)/.dev ## Run the whole test suite (unit, store, CLI, real Gunicorn)
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.dev ## Lint with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+ci-deps: ## Install system packages the tests need (none yet beyond Python)
+	@$(PYTHON) -c 'import venv, ensurepip' || (apt-get update && apt-get install -y python3-venv)
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

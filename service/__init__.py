@@ -1,0 +1,61 @@
+"""A Flask service that serves scikit-learn models over a validated JSON API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from service import cli
+from service.api import EXTENSION_KEY, ServiceState, health, predict, problems, request_ids
+from service.config import Settings
+from service.models import ModelStore, load_registry
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, model store, loaded models, blueprints.
+
+    ``config`` is a ``Settings``, or a mapping of ``Settings`` fields that
+    override the environment (handy in tests), or None for the environment alone.
+    """
+    settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep type/title/status/detail and manifest order
+
+    store = ModelStore(settings.model_store)
+    registry = load_registry(
+        store, settings.models, settings.model_versions, strict_versions=settings.strict_versions
+    )
+    app.extensions[EXTENSION_KEY] = ServiceState(settings=settings, store=store, registry=registry)
+
+    request_ids.init_app(app)
+    problems.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(predict.bp)
+    cli.init_app(app)
+    return app
+
+
+def unservable_reason(app: Flask) -> str | None:
+    """Why this app cannot serve anything at all, or None if one model is ready.
+
+    The server refuses to start on this (see ``gunicorn.conf.py``); the app
+    itself still builds, so that ``flask --app wsgi models add`` can fill an
+    empty store.
+    """
+    current: ServiceState = app.extensions[EXTENSION_KEY]
+    entries = current.registry.entries()
+    if any(entry.ready for entry in entries):
+        return None
+    if not entries:
+        return (
+            f"the model store {current.settings.model_store} holds no models; "
+            "run 'make train' for the demo models or 'flask --app wsgi models add' for your own"
+        )
+    reasons = "; ".join(entry.error or f"{entry.name} failed" for entry in entries)
+    return f"no model could be loaded from {current.settings.model_store}: {reasons}"

@@ -1,0 +1,112 @@
+"""The request shapes of the v1 JSON API, and how each becomes a list of rows.
+
+Accepted bodies (a *row* is an object of named features or a list of values in
+manifest order):
+
+- a flat object of named features: ``{"sepal_length": 5.1, ...}``
+- ``{"features": row}``
+- ``{"instances": [row, ...]}``
+- a bare list of rows (batch routes only)
+
+The envelopes are marshmallow schemas; each row is then validated against the
+model's own schema (``service.models.inputs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from service.errors import InvalidInput, TooManyRows
+
+ROW_TYPE_ERROR = "Must be an object of named features or a list of values in manifest order."
+
+
+class RowField(fields.Field):
+    """One row: an object or a list. Its values are checked later, per model."""
+
+    default_error_messages: ClassVar[dict[str, str]] = {"invalid": ROW_TYPE_ERROR}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, (dict, list)):
+            raise self.make_error("invalid")
+        return value
+
+
+class FeaturesRequest(Schema):
+    """``{"features": row}``: one row."""
+
+    class Meta:
+        unknown = RAISE
+
+    features = RowField(required=True)
+
+
+class InstancesRequest(Schema):
+    """``{"instances": [row, ...]}``: several rows, answered in order."""
+
+    class Meta:
+        unknown = RAISE
+
+    # Each row's shape is checked with its values, so that every bad row of a
+    # batch is reported at once, by index.
+    instances = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+class RowListRequest(Schema):
+    """A bare list of rows, wrapped as ``{"rows": [...]}`` for validation."""
+
+    rows = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+@dataclass(frozen=True)
+class Rows:
+    rows: list[Any]
+    many: bool  # answer with ``predictions`` (a list) rather than ``prediction``
+
+
+def rows_from_body(body: Any, feature_names: tuple[str, ...], *, batch_route: bool, max_rows: int) -> Rows:
+    """Recognise the body's shape; raises ``InvalidInput`` or ``TooManyRows``."""
+    if isinstance(body, list):
+        if not batch_route:
+            raise InvalidInput(
+                "A bare list of rows is accepted by the /predict/batch routes; "
+                'here send {"instances": [...]}.',
+                {"_body": ["Must be a JSON object."]},
+            )
+        rows = _load(RowListRequest(), {"rows": body}, "rows")["rows"]
+        return _bounded(Rows(rows, many=True), max_rows)
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            "The body must be a JSON object (or, on batch routes, a list of rows).",
+            {"_body": ["Must be a JSON object."]},
+        )
+    # A model may itself have a feature called "features" or "instances"; then
+    # the body is a flat row and the model's schema judges it.
+    if "instances" in body and "instances" not in feature_names:
+        rows = _load(InstancesRequest(), body, "instances")["instances"]
+        return _bounded(Rows(rows, many=True), max_rows)
+    if "features" in body and "features" not in feature_names:
+        row = _load(FeaturesRequest(), body, "features")["features"]
+        return Rows([row], many=batch_route)
+    return Rows([body], many=batch_route)
+
+
+def _load(schema: Schema, body: Any, shape: str) -> dict[str, Any]:
+    try:
+        return schema.load(body)
+    except ValidationError as error:
+        messages = error.normalized_messages()
+        if "rows" in messages and shape == "rows":
+            messages = messages["rows"]
+        raise InvalidInput(
+            f"The {shape!r} envelope of the body is invalid; see 'errors'.", messages
+        ) from None
+
+
+def _bounded(rows: Rows, max_rows: int) -> Rows:
+    if len(rows.rows) > max_rows:
+        raise TooManyRows(len(rows.rows), max_rows)
+    return rows

@@ -1,0 +1,32 @@
+"""A request id for every request: the client's own if well-formed, else a new one.
+
+It is echoed in ``X-Request-ID`` and quoted in 5xx problems so a client's report
+can be matched with the server's log.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+
+HEADER = "X-Request-ID"
+# Anything else (long, or with characters that could forge log lines) is replaced.
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _assign() -> None:
+    sent = request.headers.get(HEADER, "")
+    g.request_id = sent if _WELL_FORMED.match(sent) else uuid.uuid4().hex
+
+
+def _echo(response: Response) -> Response:
+    response.headers[HEADER] = g.get("request_id", "")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_assign)
+    app.after_request(_echo)

@@ -1,0 +1,164 @@
+"""``flask --app wsgi models ...``: manage the model store from the command line.
+
+These commands work on the store named by ``SERVICE_MODEL_STORE``, the same one
+the service serves from.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import joblib
+import pandas as pd
+from flask import Flask
+from flask.cli import AppGroup
+from sklearn.exceptions import InconsistentVersionWarning
+
+from service.errors import ModelLoadError
+from service.models import ModelStore
+from service.models.introspect import IntrospectionError, describe_estimator
+from service.models.manifest import NAME_PATTERN
+from service.models.store import runtime_versions
+
+models = AppGroup("models", help="List, add and verify models in the model store.")
+
+
+def _store() -> ModelStore:
+    from service.api import state
+
+    return state().store
+
+
+def _valid_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not NAME_PATTERN.match(value):
+        raise click.BadParameter("use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return value
+
+
+@models.command("list")
+def list_models() -> None:
+    """List every stored model version; '*' marks the one served by default."""
+    store = _store()
+    names = store.names()
+    if not names:
+        click.echo(f"{store.root}: no models")
+        return
+    for name in names:
+        versions = store.versions(name)
+        for version in versions:
+            mark = "*" if version == versions[-1] else " "
+            try:
+                manifest = store.manifest(name, version)
+                summary = (
+                    f"{manifest.task:<14} {len(manifest.features):>3} features  "
+                    f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
+                )
+            except ModelLoadError as error:
+                summary = f"INVALID: {error.reason}"
+            click.echo(f"{mark} {name:<20} {version:<8} {summary}")
+
+
+@models.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, callback=_valid_name, help="Model name (URL-safe).")
+@click.option("--version", "version", callback=_valid_name, help="Version label (default: next integer).")
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV of typical input rows: gives feature types, ranges, categories.",
+)
+@click.option("--target", help="Column of the sample that holds true labels/values: measures metrics.")
+@click.option("--description", help="One line about the model.")
+def add_model(
+    path: Path,
+    name: str,
+    version: str | None,
+    sample: Path | None,
+    target: str | None,
+    description: str | None,
+) -> None:
+    """Copy a joblib/pickle file into the store and write its manifest.
+
+    Loading a pickle runs code from it: add only files you trust. From then on
+    the service loads it only if its SHA-256 still matches the manifest.
+    """
+    store = _store()
+    version = version or store.next_version(name)
+    if target and not sample:
+        raise click.UsageError("--target needs --sample")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        try:
+            estimator = joblib.load(path)
+        except Exception as error:
+            raise click.ClickException(
+                f"{path} is not a joblib/pickle file this Python can load: {error}"
+            ) from None
+    trained_with = runtime_versions()
+    for warning in caught:
+        if isinstance(warning.message, InconsistentVersionWarning):
+            trained_with["sklearn"] = warning.message.original_sklearn_version
+    try:
+        frame = pd.read_csv(sample) if sample else None
+        manifest = describe_estimator(
+            estimator,
+            name=name,
+            version=version,
+            sample=frame,
+            target=target,
+            description=description,
+            trained_with=trained_with,
+            dataset={"sample": sample.name, "rows": len(frame)} if sample else {},
+            trained_at=datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds"),
+        )
+        directory = store.add(path, manifest)
+    except (IntrospectionError, FileExistsError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    problem = _verify(store, name, version)
+    if problem:
+        import shutil
+
+        shutil.rmtree(directory)
+        raise click.ClickException(f"the stored model failed its check and was removed: {problem}")
+    click.echo(
+        f"added {name} version {version} ({manifest.task}, {len(manifest.features)} features) to {directory}"
+    )
+
+
+@models.command("verify")
+def verify_models() -> None:
+    """Check every stored version: hash, load, and one prediction. Exit 1 on any failure."""
+    store = _store()
+    failures = 0
+    checked = 0
+    for name in store.names():
+        for version in store.versions(name) or [None]:
+            checked += 1
+            problem = _verify(store, name, version) if version else f"{name}: no versions"
+            failures += problem is not None
+            click.echo(
+                f"{'FAIL' if problem else 'ok  '} {name} {version or ''}"
+                + (f": {problem}" if problem else "")
+            )
+    if checked == 0:
+        raise click.ClickException(f"{store.root} holds no models")
+    if failures:
+        raise click.ClickException(f"{failures} of {checked} model versions failed")
+
+
+def _verify(store: ModelStore, name: str, version: str) -> str | None:
+    """None if the version loads (hash checked) and predicts its example row, else why not."""
+    try:
+        store.load(name, version).warm_up()
+    except ModelLoadError as error:
+        return error.reason
+    except Exception as error:  # any failure of the model itself is the answer here
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(models)

@@ -1,0 +1,226 @@
+"""Writing a manifest for an estimator a user trained, by looking at it.
+
+What the fitted estimator knows (task, classes, feature names and count, the
+categories its encoders learned) comes from the estimator; what only data can
+tell (types, ranges, typical values) comes from an optional sample of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+from sklearn.base import is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
+from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+from service.models.manifest import Artifact, Feature, Manifest
+from service.models.store import runtime_versions
+
+# Ranges are widened by this share of the observed span on each side, so that a
+# value just past the training data is still accepted.
+RANGE_MARGIN = 0.1
+ARTIFACT_FILE = "model.joblib"
+
+
+class IntrospectionError(ValueError):
+    """The estimator (with the sample, if any) does not say enough to describe it."""
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so manifests and answers are plain JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _round_out(value: float, decimals: int, *, down: bool) -> float:
+    # Round away from the data so the bound still includes it, without
+    # printing float noise such as 3.9399999 in the manifest.
+    scaled = round(value * 10**decimals, 6)
+    return round((math.floor(scaled) if down else math.ceil(scaled)) / 10**decimals, decimals)
+
+
+def numeric_range(low: float, high: float) -> tuple[float, float]:
+    """The observed [low, high] widened by the margin, not below 0 for non-negative data."""
+    span = high - low
+    pad = span * RANGE_MARGIN if span > 0 else max(abs(high) * RANGE_MARGIN, 1.0)
+    widened_low = low - pad
+    if low >= 0 > widened_low:
+        widened_low = 0.0
+    # Keep about three significant digits of the span.
+    decimals = max(0, 2 - math.floor(math.log10(pad / RANGE_MARGIN)))
+    return (
+        _round_out(widened_low, decimals, down=True),
+        _round_out(high + pad, decimals, down=False),
+    )
+
+
+def feature_from_series(
+    name: str, series: pd.Series, *, description: str | None = None, unit: str | None = None
+) -> Feature:
+    """Type, range or categories, and typical value of one column of training data."""
+    values = series.dropna()
+    if values.empty:
+        raise IntrospectionError(f"column {name!r} has no values")
+    extra = {"description": description, "unit": unit}
+    if ptypes.is_bool_dtype(values):
+        return Feature(name, "bool", typical=bool(values.mode().iloc[0]), **extra)
+    if ptypes.is_numeric_dtype(values):
+        low, high = numeric_range(float(values.min()), float(values.max()))
+        if ptypes.is_integer_dtype(values):
+            return Feature(
+                name,
+                "int",
+                min=math.floor(low),
+                max=math.ceil(high),
+                typical=round(float(values.median())),
+                **extra,
+            )
+        return Feature(name, "float", min=low, max=high, typical=float(f"{values.median():.6g}"), **extra)
+    as_text = values.astype(str)
+    return Feature(
+        name,
+        "category",
+        categories=tuple(sorted(as_text.unique())),
+        typical=str(as_text.mode().iloc[0]),
+        **extra,
+    )
+
+
+def _steps(estimator: Any) -> Iterator[Any]:
+    """Every estimator nested in pipelines and column transformers."""
+    yield estimator
+    if isinstance(estimator, Pipeline):
+        for _, step in estimator.steps:
+            yield from _steps(step)
+    elif isinstance(estimator, ColumnTransformer):
+        for _, transformer, _ in getattr(estimator, "transformers_", []):
+            yield from _steps(transformer)
+
+
+def encoded_categories(estimator: Any) -> dict[str, tuple[str, ...]]:
+    """Columns that a fitted ColumnTransformer encodes as string categories."""
+    found: dict[str, tuple[str, ...]] = {}
+    for step in _steps(estimator):
+        if not isinstance(step, ColumnTransformer):
+            continue
+        for _, transformer, columns in getattr(step, "transformers_", []):
+            encoder = next(
+                (s for s in _steps(transformer) if isinstance(s, (OneHotEncoder, OrdinalEncoder))),
+                None,
+            )
+            if encoder is None or not all(isinstance(c, str) for c in np.atleast_1d(columns)):
+                continue
+            for column, categories in zip(np.atleast_1d(columns), encoder.categories_, strict=True):
+                labels = [plain(c) for c in categories if not (isinstance(c, float) and math.isnan(c))]
+                if labels and all(isinstance(c, str) for c in labels):
+                    found[str(column)] = tuple(labels)
+    return found
+
+
+def task_of(estimator: Any) -> str:
+    if is_classifier(estimator):
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    raise IntrospectionError(
+        f"{type(estimator).__name__} is neither a classifier nor a regressor; only those can be served"
+    )
+
+
+def feature_names_of(estimator: Any, sample: pd.DataFrame | None) -> list[str]:
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        names = [str(n) for n in names]
+        missing = [] if sample is None else [n for n in names if n not in sample.columns]
+        if missing:
+            raise IntrospectionError(f"the sample lacks the model's feature columns {missing}")
+        return names
+    count = getattr(estimator, "n_features_in_", None)
+    if sample is not None:
+        if count is not None and len(sample.columns) != count:
+            raise IntrospectionError(
+                f"the model takes {count} features, the sample has {len(sample.columns)} "
+                f"columns (after the target): {list(sample.columns)}"
+            )
+        return [str(c) for c in sample.columns]
+    if count is None:
+        raise IntrospectionError("the model records no feature names or count; pass a sample CSV")
+    return [f"x{index}" for index in range(count)]
+
+
+def sample_metrics(estimator: Any, task: str, sample: pd.DataFrame, target: pd.Series) -> dict[str, float]:
+    rows = sample if hasattr(estimator, "feature_names_in_") else sample.to_numpy()
+    predicted = estimator.predict(rows)
+    if task == "classification":
+        return {"accuracy": float(accuracy_score(target, predicted))}
+    return {
+        "r2": float(r2_score(target, predicted)),
+        "mae": float(mean_absolute_error(target, predicted)),
+    }
+
+
+def describe_estimator(
+    estimator: Any,
+    *,
+    name: str,
+    version: str,
+    sample: pd.DataFrame | None = None,
+    target: str | None = None,
+    description: str | None = None,
+    trained_with: dict[str, str] | None = None,
+    dataset: dict[str, Any] | None = None,
+    trained_at: str | None = None,
+    notes: dict[str, tuple[str | None, str | None]] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Manifest:
+    """A manifest for ``estimator``; the artifact hash is filled in when it is stored.
+
+    ``notes`` maps feature names to (description, unit); ``metrics``, when given,
+    are recorded as they are instead of being measured on the sample.
+    """
+    task = task_of(estimator)
+    labels = None
+    notes = notes or {}
+    if sample is not None and target is not None:
+        if target not in sample.columns:
+            raise IntrospectionError(f"the sample has no target column {target!r}")
+        labels, sample = sample[target], sample.drop(columns=[target])
+    names = feature_names_of(estimator, sample)
+    if sample is not None:
+        sample = sample[names] if hasattr(estimator, "feature_names_in_") else sample
+        sample = sample.set_axis(names, axis=1)
+        features = [
+            feature_from_series(
+                n, sample[n], description=notes.get(n, (None, None))[0], unit=notes.get(n, (None, None))[1]
+            )
+            for n in names
+        ]
+        if labels is not None and metrics is None:
+            metrics = sample_metrics(estimator, task, sample, labels)
+    else:
+        categories = encoded_categories(estimator)
+        features = [
+            Feature(n, "category", categories=categories[n]) if n in categories else Feature(n, "float")
+            for n in names
+        ]
+    classes = tuple(plain(c) for c in estimator.classes_) if task == "classification" else None
+    return Manifest(
+        name=name,
+        version=version,
+        task=task,
+        description=description,
+        artifact=Artifact(file=ARTIFACT_FILE, sha256="0" * 64),
+        trained_with=trained_with or runtime_versions(),
+        features=tuple(features),
+        classes=classes,
+        metrics=metrics or {},
+        trained_at=trained_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        dataset=dataset or {},
+    )

@@ -1,0 +1,119 @@
+"""The set of served models: one object, swapped atomically.
+
+Readers take one snapshot of the mapping per request, so a version swapped in
+while a request runs never mixes two models within that request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from threadpoolctl import threadpool_limits
+
+from service.errors import (
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    PredictionFailed,
+)
+from service.models.loaded import LoadedModel
+from service.models.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One configured model: loaded and warmed up, or the reason it is not."""
+
+    name: str
+    version: str | None
+    model: LoadedModel | None = None
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+
+class ModelRegistry:
+    def __init__(self, served: Iterable[ServedModel] = ()) -> None:
+        self._served: Mapping[str, ServedModel] = {entry.name: entry for entry in served}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        """The model that answers for ``name``; raises ``ModelNotFound`` or ``ModelNotReady``."""
+        entry = self._served.get(name)
+        if entry is None:
+            raise ModelNotFound(name)
+        if entry.model is None:
+            raise ModelNotReady(name, entry.error or "it failed to load")
+        return entry.model
+
+    def entries(self) -> list[ServedModel]:
+        return sorted(self._served.values(), key=lambda entry: entry.name)
+
+    def entry(self, name: str) -> ServedModel:
+        entry = self._served.get(name)
+        if entry is None:
+            raise ModelNotFound(name)
+        return entry
+
+    def not_ready(self) -> list[ServedModel]:
+        return [entry for entry in self.entries() if not entry.ready]
+
+    def swap(self, entry: ServedModel) -> None:
+        """Serve ``entry`` under its name from the next request on."""
+        with self._lock:
+            self._served = {**self._served, entry.name: entry}
+
+
+def load_served_model(
+    store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool
+) -> ServedModel:
+    """Load, check and warm up one model; a failure is logged and returned, not raised."""
+    version = None
+    started = time.perf_counter()
+    try:
+        version = store.resolve(name, pinned)
+        model = store.load(name, version, strict_versions=strict_versions)
+        try:
+            model.warm_up()
+        except InvalidInput as error:
+            raise ModelLoadError(
+                name, version, f"the manifest's example row is invalid: {json.dumps(error.errors)}"
+            ) from error
+        except PredictionFailed as error:
+            raise ModelLoadError(name, version, f"warm-up prediction failed: {error.__cause__!r}") from error
+    except ModelLoadError as error:
+        log.error("not serving model: %s", error.detail)
+        return ServedModel(name=name, version=version, error=error.detail)
+    log.info("loaded model %s version %s in %.3fs", name, version, time.perf_counter() - started)
+    return ServedModel(name=name, version=version, model=model)
+
+
+def load_registry(
+    store: ModelStore,
+    names: Iterable[str] = (),
+    pins: Mapping[str, str] | None = None,
+    *,
+    strict_versions: bool = False,
+) -> ModelRegistry:
+    """Load every configured model (all in the store when ``names`` is empty)."""
+    pins = pins or {}
+    names = list(names) or store.names()
+    # Loading runs in the Gunicorn master before it forks. A BLAS or OpenMP
+    # thread pool started here would be inherited by the workers as dead
+    # threads, and the first parallel call in a worker can then hang: keep
+    # every native pool single-threaded until the workers exist.
+    with threadpool_limits(limits=1):
+        served = [
+            load_served_model(store, name, pins.get(name), strict_versions=strict_versions) for name in names
+        ]
+    return ModelRegistry(served)
