@@ -44,11 +44,11 @@ def read_json(request: Request) -> Any:
         raise UnsupportedMediaType(f"Expected Content-Type: application/json, got {sent}.")
     data = request.get_data(cache=False)
     limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        # A chunked body is cut at the limit without an error by Werkzeug; one
-        # more byte from the server's stream tells a full body from a cut one.
-        if request.environ["wsgi.input"].read(1):
-            raise RequestEntityTooLarge()
+    # Werkzeug cuts a chunked body at the limit without an error; one more byte
+    # from the server's stream tells a complete body from a cut one.
+    chunked = request.content_length is None
+    if chunked and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
     if not data.strip():
         raise MalformedRequest("The request body is empty; send a JSON document.")
     try:

@@ -99,8 +99,9 @@ def _load(schema: Schema, body: Any, shape: str) -> dict[str, Any]:
         return schema.load(body)
     except ValidationError as error:
         messages = error.normalized_messages()
-        if "rows" in messages and shape == "rows":
-            messages = messages["rows"]
+        if shape == "rows":  # the bare list was wrapped only to validate it
+            inner = messages["rows"]
+            messages = {"_body": inner} if isinstance(inner, list) else inner
         raise InvalidInput(
             f"The {shape!r} envelope of the body is invalid; see 'errors'.", messages
         ) from None

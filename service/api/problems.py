@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from flask.wrappers import Response
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from service.errors import (
     InvalidInput,
@@ -79,6 +79,10 @@ def handle_http_exception(error: HTTPException) -> Response:
     allowed = sorted(getattr(error, "valid_methods", None) or ())
     if isinstance(error, NotFound):
         detail = f"No route matches {request.path}."
+    elif isinstance(error, RequestEntityTooLarge):
+        detail = (
+            f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
+        )
     elif isinstance(error, MethodNotAllowed) and allowed:
         detail = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}."
     response = problem(status, slug, error.name, detail)

@@ -1,0 +1,34 @@
+"""Estimators with deliberate faults, importable so that they can be pickled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class ExplodingRegressor(RegressorMixin, BaseEstimator):
+    """Predicts 0, but raises with a private-looking message when the first feature exceeds 5."""
+
+    def fit(self, X: Any, y: Any) -> ExplodingRegressor:
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if (X[:, 0] > 5).any():
+            raise RuntimeError("secret detail: /srv/private/path and password=hunter2")
+        return np.zeros(len(X))
+
+
+class ArtifactTrap:
+    """Touches a file when unpickled: shows whether an artifact was ever loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))

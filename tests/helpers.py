@@ -1,0 +1,41 @@
+"""Building small models and stores for tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from service.models import ModelStore
+from service.models.introspect import describe_estimator
+
+
+def store_model(
+    store_root: Path, estimator: Any, name: str, version: str, sample: pd.DataFrame | None = None
+) -> Path:
+    """Store a fitted estimator with an introspected manifest; returns its directory."""
+    manifest = describe_estimator(estimator, name=name, version=version, sample=sample)
+    scratch = store_root / f".{name}-{version}.joblib"
+    joblib.dump(estimator, scratch)
+    try:
+        return ModelStore(store_root).add(scratch, manifest)
+    finally:
+        scratch.unlink()
+
+
+def edit_manifest(directory: Path, **changes: Any) -> None:
+    """Change top-level manifest fields in place (the artifact hash stays valid)."""
+    path = directory / "model.json"
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+
+
+def tiny_frame(rows: int = 40, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.uniform(0, 10, size=rows)})
+    return frame, np.where(frame["a"] + frame["b"] / 10 > 0.5, "high", "low")
