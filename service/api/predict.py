@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, request
@@ -57,7 +58,8 @@ def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool)
     values = prediction.values.tolist()
     probabilities = None
     if prediction.probabilities is not None:
-        labels = [str(label) for label in prediction.classes]
+        # JSON object keys are strings: 1 and true become "1" and "true".
+        labels = [label if isinstance(label, str) else json.dumps(label) for label in prediction.classes]
         probabilities = [dict(zip(labels, row, strict=True)) for row in prediction.probabilities.tolist()]
     if many:
         answer["predictions"] = values

@@ -147,6 +147,10 @@ class FeatureSchema(Schema):
 
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data["type"] == "int":  # bounds of an integer feature read best as integers
+            for key, to_int in (("min", math.ceil), ("max", math.floor)):
+                if data.get(key) is not None:
+                    data[key] = to_int(data[key])
         return {key: value for key, value in data.items() if value is not None}
 
     @post_load
