@@ -5,6 +5,9 @@ the ``SERVICE_`` prefix, plus ``HOST``/``PORT``), so the service and its server
 are configured in one place.
 """
 
+import json
+
+from gunicorn import util
 from threadpoolctl import threadpool_limits
 
 from service import unservable_reason
@@ -66,6 +69,30 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
     },
 }
+
+
+def write_problem(sock, status_int, reason, mesg):
+    """Gunicorn's own answers (request line too long, malformed HTTP) as problem details.
+
+    Gunicorn writes these before the app sees the request, as HTML by default;
+    this service answers JSON on every path, so the writer is replaced.
+    """
+    body = json.dumps(
+        {
+            "type": "/problems/bad-http-request",
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = write_problem
 
 
 # --- Server hooks --------------------------------------------------------------

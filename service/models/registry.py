@@ -108,6 +108,8 @@ def load_registry(
     """Load every configured model (all in the store when ``names`` is empty)."""
     pins = pins or {}
     names = list(names) or store.names()
+    for stray in sorted(set(pins) - set(names)):
+        log.warning("version pin for %s ignored: that model is not served", stray)
     # Loading runs in the Gunicorn master before it forks. A BLAS or OpenMP
     # thread pool started here would be inherited by the workers as dead
     # threads, and the first parallel call in a worker can then hang: keep
