@@ -119,9 +119,7 @@ def add_model(
         raise click.ClickException(str(error)) from None
     problem = _verify(store, name, version)
     if problem:
-        import shutil
-
-        shutil.rmtree(directory)
+        store.remove(name, version)
         raise click.ClickException(f"the stored model failed its check and was removed: {problem}")
     click.echo(
         f"added {name} version {version} ({manifest.task}, {len(manifest.features)} features) to {directory}"
@@ -135,13 +133,12 @@ def verify_models() -> None:
     failures = 0
     checked = 0
     for name in store.names():
-        for version in store.versions(name) or [None]:
+        for version in store.versions(name):
             checked += 1
-            problem = _verify(store, name, version) if version else f"{name}: no versions"
+            problem = _verify(store, name, version)
             failures += problem is not None
             click.echo(
-                f"{'FAIL' if problem else 'ok  '} {name} {version or ''}"
-                + (f": {problem}" if problem else "")
+                f"{'FAIL' if problem else 'ok  '} {name} {version}" + (f": {problem}" if problem else "")
             )
     if checked == 0:
         raise click.ClickException(f"{store.root} holds no models")

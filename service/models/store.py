@@ -90,10 +90,13 @@ class ModelStore:
         return f"ModelStore({str(self.root)!r})"
 
     def names(self) -> list[str]:
+        """Names with at least one stored version."""
         if not self.root.is_dir():
             return []
         return sorted(
-            entry.name for entry in self.root.iterdir() if entry.is_dir() and NAME_PATTERN.match(entry.name)
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and NAME_PATTERN.match(entry.name) and self.versions(entry.name)
         )
 
     def versions(self, name: str) -> list[str]:
@@ -210,6 +213,13 @@ class ModelStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
+
+    def remove(self, name: str, version: str) -> None:
+        """Delete one stored version, and the model's directory if it was the last."""
+        directory = self.root / name / version
+        shutil.rmtree(directory)
+        if not any(directory.parent.iterdir()):
+            directory.parent.rmdir()
 
 
 def _with_sha256(manifest: Manifest, digest: str) -> Manifest:

@@ -1,0 +1,457 @@
+"""``flask --app wsgi models add|list|verify``: through Flask's CLI runner, and once for real."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import Result
+from flask import Flask
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from service.models import ModelStore
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLASK = Path(sys.executable).parent / "flask"
+
+CONTRACTS = ["month-to-month", "one-year", "two-year"]
+NUMERIC = ["tenure", "monthly_charges"]
+FEATURES = [*NUMERIC, "contract"]
+
+
+# --- A churn model, fitted on a DataFrame with a string category -----------------------
+
+
+@pytest.fixture(scope="module")
+def churn_frame() -> pd.DataFrame:
+    """300 customers: tenure in months, monthly charges, contract kind, and whether they left."""
+    rng = np.random.default_rng(11)
+    rows = 300
+    tenure = rng.integers(1, 73, size=rows)
+    charges = np.round(rng.uniform(18.0, 120.0, size=rows), 2)
+    contract = rng.choice(CONTRACTS, size=rows, p=[0.5, 0.3, 0.2])
+    score = 1.5 - 0.05 * tenure + 0.02 * charges - 1.5 * (contract != "month-to-month")
+    churned = np.where(rng.random(rows) < 1 / (1 + np.exp(-score)), "yes", "no")
+    return pd.DataFrame(
+        {"tenure": tenure, "monthly_charges": charges, "contract": contract, "churned": churned}
+    )
+
+
+@pytest.fixture(scope="module")
+def churn_pipeline(churn_frame: pd.DataFrame) -> Pipeline:
+    pipeline = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), NUMERIC),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression()),
+        ]
+    )
+    return pipeline.fit(churn_frame[FEATURES], churn_frame["churned"])
+
+
+@pytest.fixture
+def churn_files(churn_pipeline: Pipeline, churn_frame: pd.DataFrame, tmp_path: Path) -> tuple[Path, Path]:
+    """The pickled pipeline and a sample CSV that includes the label column."""
+    artifact = tmp_path / "churn.joblib"
+    joblib.dump(churn_pipeline, artifact)
+    sample = tmp_path / "churn_sample.csv"
+    churn_frame.to_csv(sample, index=False)
+    return artifact, sample
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path) -> Path:
+    root = tmp_path / "empty_store"
+    root.mkdir()
+    return root
+
+
+def invoke(app: Flask, *args: str) -> Result:
+    return app.test_cli_runner().invoke(args=["models", *args])
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def store_tree(root: Path) -> list[str]:
+    """Every path in the store, relative to it, hidden staging directories included."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+# --- models add --------------------------------------------------------------------
+
+
+@pytest.fixture
+def churn_store(make_app: Callable[..., Flask], empty_store: Path, churn_files: tuple[Path, Path]) -> Path:
+    """An empty store after ``models add churn.joblib --name churn --sample CSV --target churned``."""
+    artifact, sample = churn_files
+    result = invoke(
+        make_app(model_store=empty_store),
+        "add",
+        str(artifact),
+        "--name",
+        "churn",
+        "--sample",
+        str(sample),
+        "--target",
+        "churned",
+    )
+    assert result.exit_code == 0, result.output
+    assert "added churn version 1 (classification, 3 features)" in result.output
+    return empty_store
+
+
+def test_add_with_sample_writes_a_manifest_from_model_and_data(
+    churn_store: Path,
+    churn_files: tuple[Path, Path],
+    churn_pipeline: Pipeline,
+    churn_frame: pd.DataFrame,
+) -> None:
+    """Types and ranges come from the sample, classes from the model, accuracy from the labels."""
+    artifact, sample = churn_files
+    manifest = read_json(churn_store / "churn" / "1" / "model.json")
+    assert manifest["name"] == "churn"
+    assert manifest["version"] == "1"
+    assert manifest["task"] == "classification"
+    features = {feature["name"]: feature for feature in manifest["features"]}
+    assert list(features) == FEATURES
+
+    tenure = features["tenure"]
+    assert tenure["type"] == "int"
+    assert tenure["min"] <= churn_frame["tenure"].min()
+    assert tenure["max"] >= churn_frame["tenure"].max()
+    charges = features["monthly_charges"]
+    assert charges["type"] == "float"
+    assert charges["min"] <= churn_frame["monthly_charges"].min()
+    assert charges["max"] >= churn_frame["monthly_charges"].max()
+    assert features["contract"]["type"] == "category"
+    assert features["contract"]["categories"] == CONTRACTS
+
+    assert manifest["classes"] == ["no", "yes"]
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert manifest["artifact"]["sha256"] == digest
+    stored = churn_store / "churn" / "1" / manifest["artifact"]["file"]
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == digest
+    accuracy = accuracy_score(churn_frame["churned"], churn_pipeline.predict(churn_frame[FEATURES]))
+    assert manifest["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert manifest["dataset"] == {"sample": sample.name, "rows": len(churn_frame)}
+
+
+def test_added_churn_model_predicts_over_http(
+    churn_store: Path, make_app: Callable[..., Flask], churn_pipeline: Pipeline
+) -> None:
+    """A fresh app answers named and list rows as the pipeline does, and names a bad category."""
+    client = make_app(model_store=churn_store).test_client()
+    assert client.get("/ready").status_code == 200
+    rows = [
+        {"tenure": 12, "monthly_charges": 70.25, "contract": "one-year"},
+        {"tenure": 2, "monthly_charges": 99.5, "contract": "month-to-month"},
+    ]
+    for row in rows:
+        frame = pd.DataFrame([row], columns=FEATURES)
+        label = churn_pipeline.predict(frame)[0]
+        probabilities = dict(
+            zip(churn_pipeline.classes_, churn_pipeline.predict_proba(frame)[0], strict=True)
+        )
+        for body in (row, {"features": [row[name] for name in FEATURES]}):
+            response = client.post("/v1/models/churn/predict", json=body)
+            assert response.status_code == 200, response.get_json()
+            answer = response.get_json()
+            assert answer["model"] == "churn"
+            assert answer["prediction"] == label
+            assert answer["probabilities"].keys() == {"no", "yes"}
+            for name, probability in probabilities.items():
+                assert answer["probabilities"][name] == pytest.approx(probability, rel=0, abs=1e-12)
+
+    response = client.post("/v1/models/churn/predict", json={**rows[0], "contract": "weekly"})
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert list(problem["errors"]) == ["contract"]
+    assert "contract" in problem["detail"]
+
+
+def test_add_without_sample_takes_categories_from_the_encoder(
+    make_app: Callable[..., Flask], empty_store: Path, churn_files: tuple[Path, Path]
+) -> None:
+    """With no sample, ``contract`` gets the encoder's categories; numeric columns become floats."""
+    artifact, _ = churn_files
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "churn" / "1" / "model.json")
+    features = {feature["name"]: feature for feature in manifest["features"]}
+    assert list(features) == FEATURES
+    assert features["tenure"]["type"] == "float"
+    assert features["monthly_charges"]["type"] == "float"
+    assert features["contract"] == {"name": "contract", "type": "category", "categories": CONTRACTS}
+    assert manifest["classes"] == ["no", "yes"]
+    assert manifest["metrics"] == {}
+
+
+def test_add_numbers_versions_and_honours_an_explicit_one(
+    make_app: Callable[..., Flask], empty_store: Path, churn_files: tuple[Path, Path]
+) -> None:
+    """Versions count up from 1; ``--version`` names one; the next number follows the highest."""
+    artifact, _ = churn_files
+    app = make_app(model_store=empty_store)
+    for expected in ("1", "2"):
+        result = invoke(app, "add", str(artifact), "--name", "churn")
+        assert result.exit_code == 0, result.output
+        assert f"added churn version {expected} " in result.output
+    result = invoke(app, "add", str(artifact), "--name", "churn", "--version", "baseline")
+    assert result.exit_code == 0, result.output
+    result = invoke(app, "add", str(artifact), "--name", "churn", "--version", "10")
+    assert result.exit_code == 0, result.output
+    result = invoke(app, "add", str(artifact), "--name", "churn")
+    assert result.exit_code == 0, result.output
+    assert "added churn version 11 " in result.output
+
+    store = ModelStore(empty_store)
+    assert store.versions("churn") == ["baseline", "1", "2", "10", "11"]
+    for version in store.versions("churn"):
+        assert store.manifest("churn", version).version == version
+
+
+def test_add_refuses_an_existing_version(
+    make_app: Callable[..., Flask], churn_store: Path, churn_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Adding a version that exists fails, says so, and leaves the stored version untouched."""
+    other = tmp_path / "other.joblib"
+    joblib.dump(LogisticRegression().fit([[0.0], [1.0]], ["no", "yes"]), other)
+    before = {path: path.read_bytes() for path in (churn_store / "churn" / "1").iterdir()}
+    result = invoke(make_app(model_store=churn_store), "add", str(other), "--name", "churn", "--version", "1")
+    assert result.exit_code != 0
+    assert "already exists" in result.output
+    assert {path: path.read_bytes() for path in (churn_store / "churn" / "1").iterdir()} == before
+    assert store_tree(churn_store) == ["churn", "churn/1", "churn/1/model.joblib", "churn/1/model.json"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--name", "churn", "--target", "churned"], "--target needs --sample"),
+        (["--name", "no/slashes"], "Invalid value for '--name'"),
+        (["--name", "churn", "--version", "../1"], "Invalid value for '--version'"),
+    ],
+    ids=["target-without-sample", "bad-name", "bad-version"],
+)
+def test_add_refuses_bad_options(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_files: tuple[Path, Path],
+    options: list[str],
+    message: str,
+) -> None:
+    """Option mistakes are usage errors (exit 2) that store nothing."""
+    artifact, _ = churn_files
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), *options)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert store_tree(empty_store) == []
+
+
+def test_add_refuses_a_file_that_is_not_a_pickle(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A text file is not loadable: a clear error, and nothing is stored."""
+    junk = tmp_path / "model.joblib"
+    junk.write_text("this is not a pickle\n")
+    result = invoke(make_app(model_store=empty_store), "add", str(junk), "--name", "junk")
+    assert result.exit_code == 1
+    assert "is not a joblib/pickle file" in result.output
+    assert store_tree(empty_store) == []
+
+
+def test_add_refuses_a_transformer(make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path) -> None:
+    """A fitted StandardScaler cannot be served: a clear error, and nothing is stored."""
+    scaler = tmp_path / "scaler.joblib"
+    joblib.dump(StandardScaler().fit(np.arange(12.0).reshape(6, 2)), scaler)
+    result = invoke(make_app(model_store=empty_store), "add", str(scaler), "--name", "scaler")
+    assert result.exit_code == 1
+    assert "StandardScaler is neither a classifier nor a regressor" in result.output
+    assert store_tree(empty_store) == []
+
+
+class FailingClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier that looks fine to introspection but cannot predict."""
+
+    def fit(self, X: Any, y: Any) -> FailingClassifier:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict(self, X: Any) -> Any:
+        raise RuntimeError("this model always fails")
+
+
+def test_add_removes_a_model_that_fails_its_check(
+    make_app: Callable[..., Flask], store_path: Path, tmp_path: Path
+) -> None:
+    """A model that fails its check after being copied in is removed, leaving the store as it was."""
+    artifact = tmp_path / "failing.joblib"
+    joblib.dump(FailingClassifier().fit(np.zeros((4, 2)), [0, 1, 0, 1]), artifact)
+    before = store_tree(store_path)
+    result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing")
+    assert result.exit_code == 1
+    assert "failed its check and was removed" in result.output
+    assert store_tree(store_path) == before
+    assert make_app(model_store=store_path).test_client().get("/ready").status_code == 200
+
+
+# --- models list / verify -----------------------------------------------------------
+
+
+def test_list_shows_every_name_and_version(
+    make_app: Callable[..., Flask], store_path: Path, churn_files: tuple[Path, Path]
+) -> None:
+    """Each stored version is one line; '*' marks the highest version of each name."""
+    artifact, _ = churn_files
+    app = make_app(model_store=store_path)
+    for _ in range(2):
+        assert invoke(app, "add", str(artifact), "--name", "churn").exit_code == 0
+    result = invoke(app, "list")
+    assert result.exit_code == 0, result.output
+    listed = []
+    for line in result.output.splitlines():
+        mark, rest = line[0], line[1:].split()
+        listed.append((mark, rest[0], rest[1], rest[2]))
+    assert listed == [
+        ("*", "breast_cancer", "1", "classification"),
+        (" ", "churn", "1", "classification"),
+        ("*", "churn", "2", "classification"),
+        ("*", "diabetes", "1", "regression"),
+        ("*", "iris", "1", "classification"),
+    ]
+
+
+def test_list_on_an_empty_store(make_app: Callable[..., Flask], empty_store: Path) -> None:
+    """An empty store is listed as such, without failing."""
+    result = invoke(make_app(model_store=empty_store), "list")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"{empty_store}: no models"
+
+
+def test_verify_passes_on_the_demo_store(make_app: Callable[..., Flask], store_path: Path) -> None:
+    """Every demo model hashes, loads and predicts: exit 0, one 'ok' line each."""
+    result = invoke(make_app(model_store=store_path), "verify")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["ok   breast_cancer 1", "ok   diabetes 1", "ok   iris 1"]
+
+
+def test_verify_fails_on_a_changed_artifact(make_app: Callable[..., Flask], store_path: Path) -> None:
+    """One flipped byte in an artifact: exit 1, naming the model and the hash mismatch."""
+    app = make_app(model_store=store_path)  # built before the change: it loaded the good bytes
+    artifact = store_path / "iris" / "1" / "model.joblib"
+    data = bytearray(artifact.read_bytes())
+    data[-10] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    result = invoke(app, "verify")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert len(failed) == 1
+    assert failed[0].startswith("FAIL iris 1: ")
+    assert "SHA-256" in failed[0]
+    assert hashlib.sha256(bytes(data)).hexdigest() in failed[0]
+    assert "ok   diabetes 1" in lines
+    assert "1 of 3 model versions failed" in result.output
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda manifest: "{ not json", "is not valid JSON"),
+        (lambda manifest: json.dumps({k: v for k, v in manifest.items() if k != "task"}), "is malformed"),
+        (lambda manifest: json.dumps({**manifest, "features": []}), "is malformed"),
+    ],
+    ids=["not-json", "no-task", "no-features"],
+)
+def test_verify_fails_on_a_malformed_manifest(
+    make_app: Callable[..., Flask],
+    store_path: Path,
+    damage: Callable[[dict[str, Any]], str],
+    message: str,
+) -> None:
+    """A manifest that is not JSON or breaks the schema: exit 1, naming the model and the manifest."""
+    manifest_path = store_path / "diabetes" / "1" / "model.json"
+    manifest_path.write_text(damage(read_json(manifest_path)))
+    result = invoke(make_app(model_store=store_path), "verify")
+    assert result.exit_code == 1
+    failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1
+    assert failed[0].startswith("FAIL diabetes 1: manifest diabetes/1/model.json ")
+    assert message in failed[0]
+
+
+def test_verify_fails_on_an_empty_store(make_app: Callable[..., Flask], empty_store: Path) -> None:
+    """Nothing to verify is a failure too: the store was probably misnamed."""
+    result = invoke(make_app(model_store=empty_store), "verify")
+    assert result.exit_code == 1
+    assert "holds no models" in result.output
+
+
+# --- The real command ---------------------------------------------------------------
+
+
+def run_flask(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``flask --app wsgi models ...`` in the repository, with SERVICE_MODEL_STORE set to ``store``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SERVICE_", "FLASK_"))}
+    env["SERVICE_MODEL_STORE"] = str(store)
+    return subprocess.run(
+        [str(FLASK), "--app", "wsgi", "models", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_real_command_lists_the_store_named_by_the_environment(store_path: Path) -> None:
+    """``flask --app wsgi models list`` reads the store that SERVICE_MODEL_STORE names."""
+    shutil.rmtree(store_path / "diabetes")
+    result = run_flask(store_path, "list")
+    assert result.returncode == 0, result.stderr
+    names = [line[1:].split()[0] for line in result.stdout.splitlines()]
+    assert names == ["breast_cancer", "iris"]
+
+
+def test_real_command_adds_to_an_empty_store(
+    empty_store: Path, churn_files: tuple[Path, Path], make_app: Callable[..., Flask]
+) -> None:
+    """The app builds over an empty store, so the real command can add the first model to it."""
+    artifact, sample = churn_files
+    result = run_flask(
+        empty_store, "add", str(artifact), "--name", "churn", "--sample", str(sample), "--target", "churned"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "added churn version 1" in result.stdout
+    assert ModelStore(empty_store).versions("churn") == ["1"]
+    ready = make_app(model_store=empty_store).test_client().get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json()["models"]["churn"]["ready"] is True
