@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from service import cli
-from service.api import EXTENSION_KEY, ServiceState, health, predict, problems, request_ids
+from service.api import EXTENSION_KEY, ServiceFlask, ServiceState, health, predict, problems, request_ids
 from service.config import Settings
 from service.models import ModelStore, load_registry
 
@@ -23,8 +23,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
 
-    app = Flask(__name__)
+    app = ServiceFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Werkzeug would answer '//predict' with an HTML redirect; a client that
+    # sends a wrong path gets a JSON 404 instead.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # keep type/title/status/detail and manifest order
 
     store = ModelStore(settings.model_store)

@@ -379,3 +379,17 @@ def test_wrong_method_is_405_with_allow(client: FlaskClient, method: str, path: 
     response = client.open(path, method=method)
     assert_problem(response, 405)
     assert response.headers["Allow"] == allowed
+
+
+@pytest.mark.parametrize(
+    "path", ["//predict", "/v1/models//predict", "/v1/models/iris//predict", "/./predict"]
+)
+def test_odd_paths_are_json_404_not_redirects(client: FlaskClient, path: str) -> None:
+    assert_problem(post(client, path, SETOSA), 404)
+
+
+def test_options_lists_methods_without_a_body(client: FlaskClient) -> None:
+    response = client.options("/v1/models/iris/predict")
+    assert response.status_code == 204
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert response.data == b""

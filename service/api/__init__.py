@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import Flask, current_app
+from flask.wrappers import Response
 
 from service.config import Settings
 from service.models import ModelRegistry, ModelStore
@@ -24,3 +25,13 @@ EXTENSION_KEY = "service"
 
 def state() -> ServiceState:
     return current_app.extensions[EXTENSION_KEY]
+
+
+class ServiceFlask(Flask):
+    """Flask, answering OPTIONS with 204 and no body rather than an empty text/html 200."""
+
+    def make_default_options_response(self) -> Response:
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
