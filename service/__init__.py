@@ -8,7 +8,16 @@ from typing import Any
 from flask import Flask
 
 from service import cli
-from service.api import EXTENSION_KEY, ServiceFlask, ServiceState, health, predict, problems, request_ids
+from service.api import (
+    EXTENSION_KEY,
+    ServiceFlask,
+    ServiceState,
+    docs,
+    health,
+    predict,
+    problems,
+    request_ids,
+)
 from service.config import Settings
 from service.models import ModelStore, load_registry
 
@@ -23,7 +32,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
 
-    app = ServiceFlask(__name__)
+    app = ServiceFlask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Werkzeug would answer '//predict' with an HTML redirect; a client that
     # sends a wrong path gets a JSON 404 instead.
@@ -40,6 +49,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     problems.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(docs.bp)
     cli.init_app(app)
     return app
 

@@ -8,7 +8,9 @@ from flask import Blueprint
 from flask.wrappers import Response
 
 from service.api import state
+from service.api.openapi import documented
 from service.api.problems import problem
+from service.api.schemas import HealthSchema, ModelListSchema, ReadySchema, metadata_schema
 from service.models import ServedModel
 from service.models.manifest import manifest_to_dict
 from service.models.store import runtime_versions
@@ -17,12 +19,14 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@documented("Liveness", response=HealthSchema, tag="health")
 def health() -> dict[str, Any]:
     """Liveness: the process answers. Touches no model."""
     return {"status": "ok"}
 
 
 @bp.get("/ready")
+@documented("Readiness", response=ReadySchema, errors=(503,), tag="health")
 def ready() -> dict[str, Any] | Response:
     """Readiness: every configured model loaded and passed its warm-up prediction."""
     entries = state().registry.entries()
@@ -35,12 +39,16 @@ def ready() -> dict[str, Any] | Response:
 
 
 @bp.get("/metadata")
+@documented("The default model's metadata", response=metadata_schema(), errors=(404,))
 def metadata() -> dict[str, Any]:
+    """The manifest of the model behind `/predict`, and how it is served."""
     return describe(state().registry.entry(state().settings.default_model))
 
 
 @bp.get("/v1/models")
+@documented("List the served models", response=ModelListSchema)
 def list_models() -> dict[str, Any]:
+    """Every configured model with its served and stored versions and readiness."""
     current = state()
     return {
         "default_model": current.settings.default_model,
@@ -52,7 +60,15 @@ def list_models() -> dict[str, Any]:
 
 
 @bp.get("/v1/models/<name>")
+@documented(
+    "A model's metadata",
+    response=metadata_schema(),
+    errors=(404,),
+    parameters={"name": {"examples": ["iris"]}},
+)
 def model_metadata(name: str) -> dict[str, Any]:
+    """The model's manifest (features with types and ranges, classes, metrics, training date,
+    library versions) and how it is served; a model that is not ready shows why."""
     return describe(state().registry.entry(name))
 
 

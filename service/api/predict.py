@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, request
 
 from service.api import state
 from service.api.body import read_json
+from service.api.openapi import documented
 from service.api.payload import rows_from_body
+from service.api.schemas import probability_keys
 from service.models import LoadedModel, Prediction
 
 bp = Blueprint("predict", __name__)
 
 
+SINGLE_ERRORS = (400, 404, 413, 415, 422, 503)
+
+
 @bp.post("/predict")
+@documented("Predict with the default model", predict="single", errors=SINGLE_ERRORS)
 def predict_default() -> dict[str, Any]:
+    """One row (a flat object of named features, or `{"features": row}`) is answered with
+    `prediction`; several rows (`{"instances": [row, ...]}`) with `predictions`, in order.
+    A row is an object of named features or a list of values in manifest order."""
     return _predict(state().settings.default_model, batch_route=False)
 
 
 @bp.post("/predict/batch")
+@documented("Predict several rows with the default model", predict="batch", errors=SINGLE_ERRORS)
 def predict_default_batch() -> dict[str, Any]:
+    """Like `/predict`, also taking a bare list of rows; always answers with `predictions`."""
     return _predict(state().settings.default_model, batch_route=True)
 
 
 @bp.post("/v1/models/<name>/predict")
+@documented("Predict", predict="single", errors=SINGLE_ERRORS)
 def predict(name: str) -> dict[str, Any]:
+    """One row (a flat object of named features, or `{"features": row}`) is answered with
+    `prediction`; several rows (`{"instances": [row, ...]}`) with `predictions`, in order.
+    A row is an object of named features or a list of values in manifest order."""
     return _predict(name, batch_route=False)
 
 
 @bp.post("/v1/models/<name>/predict/batch")
+@documented("Predict several rows", predict="batch", errors=SINGLE_ERRORS)
 def predict_batch(name: str) -> dict[str, Any]:
+    """Like `predict`, also taking a bare list of rows; always answers with `predictions`."""
     return _predict(name, batch_route=True)
 
 
@@ -58,8 +74,7 @@ def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool)
     values = prediction.values.tolist()
     probabilities = None
     if prediction.probabilities is not None:
-        # JSON object keys are strings: 1 and true become "1" and "true".
-        labels = [label if isinstance(label, str) else json.dumps(label) for label in prediction.classes]
+        labels = probability_keys(prediction.classes)
         probabilities = [dict(zip(labels, row, strict=True)) for row in prediction.probabilities.tolist()]
     if many:
         answer["predictions"] = values

@@ -1,0 +1,260 @@
+"""The OpenAPI 3.1 document, generated from the app's routes and marshmallow schemas.
+
+Each view declares what it answers with ``@documented``; the document walks the
+app's URL map, so a route without a declaration fails the tests rather than
+going undocumented. Prediction routes are described once per served model, with
+that model's row schema (built from its manifest) and a worked example taken
+from its typical training row, so the document changes when a model is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+from werkzeug.routing import Rule
+
+from service.api.problems import PROBLEM_MEDIA_TYPE
+from service.api.request_ids import HEADER as REQUEST_ID_HEADER
+from service.api.schemas import ProblemSchema, prediction_schemas
+from service.models import LoadedModel
+from service.models.inputs import row_schema
+
+OPENAPI_VERSION = "3.1.0"
+ERROR_DESCRIPTIONS = {
+    400: "The body is not JSON (syntax, encoding, a repeated key).",
+    404: "No such model or route.",
+    413: "The body or the number of rows is over the limit.",
+    415: "The body is not sent as application/json.",
+    422: "The JSON does not fit the model; `errors` names each bad field.",
+    500: "A fault in the service; the answer carries a request id.",
+    503: "The model is not ready.",
+}
+
+
+@dataclass(frozen=True)
+class OperationDoc:
+    summary: str
+    description: str
+    response: Schema | type[Schema] | None
+    errors: tuple[int, ...]
+    media_type: str
+    predict: str | None  # "single" or "batch" for prediction routes
+    tag: str
+    parameters: dict[str, dict[str, Any]]  # path parameter -> extra JSON Schema keywords
+
+
+def documented(
+    summary: str,
+    *,
+    response: Schema | type[Schema] | None = None,
+    errors: tuple[int, ...] = (),
+    media_type: str = "application/json",
+    predict: str | None = None,
+    tag: str = "models",
+    parameters: dict[str, dict[str, Any]] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Attach the OpenAPI description of a view; the view's docstring becomes its description."""
+
+    def attach(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.openapi = OperationDoc(  # type: ignore[attr-defined]
+            summary=summary,
+            description=(view.__doc__ or "").strip(),
+            response=response,
+            errors=tuple(sorted({*errors, 500})),
+            media_type=media_type,
+            predict=predict,
+            tag=tag,
+            parameters=parameters or {},
+        )
+        return view
+
+    return attach
+
+
+def build_document(
+    app: Flask, models: list[LoadedModel], default_model: str, max_rows: int
+) -> dict[str, Any]:
+    from service import __version__
+
+    spec = APISpec(
+        title="scikit-learn model service",
+        version=__version__,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "Validated predictions from scikit-learn models. Every error is an RFC 9457 "
+                "problem (application/problem+json)."
+            )
+        },
+    )
+    spec.components.schema("Problem", schema=ProblemSchema)
+    spec.components.header(
+        REQUEST_ID_HEADER,
+        {
+            "description": "The request's id: the client's own if well-formed, else a new one.",
+            "schema": {"type": "string"},
+        },
+    )
+    per_model = {model.name: _ModelParts.register(spec, model, max_rows) for model in models}
+
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        doc: OperationDoc | None = getattr(app.view_functions[rule.endpoint], "openapi", None)
+        if doc is None:
+            continue
+        method = next(iter(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))).lower()
+        if doc.predict is None:
+            spec.path(path=_openapi_path(rule), operations={method: _operation(doc, rule)})
+            continue
+        if "name" in rule.arguments:
+            targets = [(rule.rule.replace("<name>", name), parts) for name, parts in per_model.items()]
+        else:
+            targets = [(rule.rule, per_model[default_model])] if default_model in per_model else []
+        for path, parts in targets:
+            spec.path(path=path, operations={method: parts.operation(doc, rule.endpoint)})
+    return spec.to_dict()
+
+
+def _openapi_path(rule: Rule) -> str:
+    path = rule.rule
+    for argument in rule.arguments:
+        path = path.replace(f"<path:{argument}>", f"{{{argument}}}").replace(
+            f"<{argument}>", f"{{{argument}}}"
+        )
+    return path
+
+
+def _responses(doc: OperationDoc, ok: dict[str, Any]) -> dict[str, Any]:
+    headers = {REQUEST_ID_HEADER: {"$ref": f"#/components/headers/{REQUEST_ID_HEADER}"}}
+    responses = {"200": {**ok, "headers": headers}}
+    for status in doc.errors:
+        responses[str(status)] = {
+            "description": ERROR_DESCRIPTIONS[status],
+            "headers": headers,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": "Problem"}},
+        }
+    return responses
+
+
+def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
+    if doc.response is not None:
+        content = {doc.media_type: {"schema": doc.response}}
+    else:
+        content = {doc.media_type: {"schema": {"type": "string"}}}
+    operation: dict[str, Any] = {
+        "summary": doc.summary,
+        "description": doc.description,
+        "tags": [doc.tag],
+        "operationId": rule.endpoint.replace(".", "_"),
+        "responses": _responses(doc, {"description": "OK", "content": content}),
+    }
+    parameters = [
+        {
+            "name": argument,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", **doc.parameters.get(argument, {})},
+        }
+        for argument in sorted(rule.arguments)
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+@dataclass(frozen=True)
+class _ModelParts:
+    """The components that describe one model's requests and answers."""
+
+    model: LoadedModel
+    single_request: dict[str, Any]
+    batch_request: dict[str, Any]
+    prediction: str
+    predictions: str
+    examples: dict[str, Any]
+
+    @classmethod
+    def register(cls, spec: APISpec, model: LoadedModel, max_rows: int) -> _ModelParts:
+        name = model.name
+        row_name = f"{name}.Row"
+        spec.components.schema(row_name, schema=row_schema(model.manifest))
+        properties = spec.components.schemas[row_name]["properties"]
+        feature_names = model.manifest.feature_names
+        spec.components.schema(
+            f"{name}.RowList",
+            {
+                "type": "array",
+                "description": f"One row as values in manifest order: {', '.join(feature_names)}.",
+                "prefixItems": [properties[feature] for feature in feature_names],
+                "minItems": len(feature_names),
+                "maxItems": len(feature_names),
+            },
+        )
+        row = {"oneOf": [_ref(row_name), _ref(f"{name}.RowList")]}
+        rows = {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}
+        features = _envelope("features", row)
+        instances = _envelope("instances", rows)
+        single, many = prediction_schemas(model)
+        spec.components.schema(f"{name}.Prediction", schema=single)
+        spec.components.schema(f"{name}.Predictions", schema=many)
+
+        example = model.manifest.example_row()
+        in_order = [example[feature] for feature in feature_names]
+        examples = {
+            "named": {"summary": "A flat object of named features", "value": example},
+            "features-list": {"summary": "Values in manifest order", "value": {"features": in_order}},
+            "instances": {"summary": "Several rows", "value": {"instances": [example, in_order]}},
+        }
+        return cls(
+            model=model,
+            single_request={"oneOf": [_ref(row_name), features, instances]},
+            batch_request={"oneOf": [instances, rows, _ref(row_name), features]},
+            prediction=f"{name}.Prediction",
+            predictions=f"{name}.Predictions",
+            examples=examples,
+        )
+
+    def operation(self, doc: OperationDoc, endpoint: str) -> dict[str, Any]:
+        batch = doc.predict == "batch"
+        answer = (
+            _ref(self.predictions) if batch else {"oneOf": [_ref(self.prediction), _ref(self.predictions)]}
+        )
+        examples = dict(self.examples)
+        if batch:
+            examples = {
+                "bare-list": {"summary": "A bare list of rows", "value": [examples["named"]["value"]]},
+                **examples,
+            }
+        manifest = self.model.manifest
+        return {
+            "summary": f"{doc.summary}: {manifest.name}",
+            "description": f"{manifest.description or ''}\n\n{doc.description}".strip(),
+            "tags": [manifest.name],
+            "operationId": f"{endpoint}_{manifest.name}".replace(".", "_").replace("-", "_"),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": self.batch_request if batch else self.single_request,
+                        "examples": examples,
+                    }
+                },
+            },
+            "responses": _responses(
+                doc, {"description": "Predictions", "content": {"application/json": {"schema": answer}}}
+            ),
+        }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _envelope(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {key: schema}, "required": [key], "additionalProperties": False}

@@ -1,0 +1,122 @@
+"""Response shapes of the v1 API, declared once for the OpenAPI document.
+
+Request shapes live where they are validated (``service.api.payload`` for the
+envelopes, ``service.models.inputs`` for each model's rows); the answers are
+described here, and tests check every answer against them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from service.models import LoadedModel
+from service.models.manifest import TASKS, ManifestSchema
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details: the body of every error."""
+
+    type = fields.String(required=True, metadata={"example": "/problems/invalid-input"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(
+        metadata={
+            "description": "Invalid input only: messages per field (per row index first for several rows)."
+        }
+    )
+    request_id = fields.String(metadata={"description": "Server errors only: quote it when reporting."})
+    models = fields.Dict(metadata={"description": "Readiness only: the status of each model."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.Equal("ok"))
+
+
+class ModelStatusSchema(Schema):
+    version = fields.String(required=True, allow_none=True)
+    ready = fields.Boolean(required=True)
+    task = fields.String(validate=validate.OneOf(TASKS))
+    error = fields.String(metadata={"description": "Why the model is not ready."})
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.Equal("ready"))
+    models = fields.Dict(keys=fields.String(), values=fields.Nested(ModelStatusSchema), required=True)
+
+
+class ModelSummarySchema(ModelStatusSchema):
+    name = fields.String(required=True)
+    versions = fields.List(fields.String(), required=True, metadata={"description": "Stored versions."})
+
+
+class ModelListSchema(Schema):
+    default_model = fields.String(required=True)
+    models = fields.List(fields.Nested(ModelSummarySchema), required=True)
+
+
+class ModelMetadataSchema(ManifestSchema):
+    """A model's manifest and how it is served; a model that is not ready has only the status."""
+
+    version = fields.String(required=True, allow_none=True)
+    ready = fields.Boolean(required=True)
+    error = fields.String()
+    loaded_at = fields.String(metadata={"description": "When this process loaded the model (UTC)."})
+    warnings = fields.List(
+        fields.String(), metadata={"description": "Load warnings, e.g. version mismatches."}
+    )
+    serving_with = fields.Dict(keys=fields.String(), values=fields.String())
+    stored_versions = fields.List(fields.String())
+
+
+def metadata_schema() -> ModelMetadataSchema:
+    # Only name, version and ready are always present.
+    return ModelMetadataSchema(
+        partial=tuple(set(ModelMetadataSchema().fields) - {"name", "version", "ready"})
+    )
+
+
+def _label_field(model: LoadedModel) -> fields.Field:
+    manifest = model.manifest
+    if manifest.task == "regression":
+        return fields.Float(metadata={"description": "The predicted value."})
+    return fields.Raw(
+        validate=validate.OneOf(manifest.classes), metadata={"description": "The predicted class."}
+    )
+
+
+def _probabilities_schema(model: LoadedModel) -> type[Schema]:
+    return Schema.from_dict(
+        {
+            label: fields.Float(required=True, validate=validate.Range(0, 1))
+            for label in probability_keys(model.manifest.classes or ())
+        },
+        name=f"{model.name}.Probabilities",
+    )
+
+
+def probability_keys(classes: tuple[Any, ...]) -> list[str]:
+    """JSON object keys for class labels: strings as they are, 1 and true as "1" and "true"."""
+    return [label if isinstance(label, str) else json.dumps(label) for label in classes]
+
+
+def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
+    """(single-row answer, several-rows answer) for one model."""
+    common: dict[str, fields.Field] = {
+        "model": fields.String(required=True, validate=validate.Equal(model.name)),
+        "model_version": fields.String(required=True),
+    }
+    single: dict[str, fields.Field] = {**common, "prediction": _label_field(model)}
+    single["prediction"].required = True
+    many: dict[str, fields.Field] = {**common, "predictions": fields.List(_label_field(model), required=True)}
+    if model.has_probabilities:
+        probabilities = _probabilities_schema(model)
+        single["probabilities"] = fields.Nested(probabilities, required=True)
+        many["probabilities"] = fields.List(fields.Nested(probabilities), required=True)
+    return (
+        Schema.from_dict(single, name=f"{model.name}.Prediction"),
+        Schema.from_dict(many, name=f"{model.name}.Predictions"),
+    )

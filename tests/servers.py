@@ -1,0 +1,197 @@
+"""Running the real Gunicorn server for tests: on a free loopback port, stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GUNICORN = BIN / "gunicorn"
+FLASK = BIN / "flask"
+
+START_TIMEOUT = 60.0  # seconds for a server to answer, or to exit by itself
+REQUEST_TIMEOUT = 20.0  # per request: a hung worker fails the test instead of hanging it
+STOP_TIMEOUT = 15.0
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+# Access log format from gunicorn.conf.py: %(h)s "%(r)s" %(s)s %(b)s %(M)sms worker=%(p)s
+ACCESS_LINE = re.compile(r'^\S+ "(?P<request>[^"]*)" (?P<status>\d{3}) \S+ \d+ms worker=<(?P<pid>\d+)>$')
+# Error log format: %(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s
+LOG_LINE = re.compile(r"^\S+ \S+ \[(?P<pid>\d+)\] \[(?P<level>[A-Z]+)\] (?P<logger>\S+): (?P<message>.*)$")
+
+
+# --- Running a server -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_session() -> requests.Session:
+    """A session that talks to the loopback server directly, whatever proxy the environment names."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def http(method: str, url: str, **kwargs: Any) -> requests.Response:
+    """One request on a fresh connection, bounded by REQUEST_TIMEOUT unless told otherwise."""
+    kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+    with local_session() as session:
+        return session.request(method, url, **kwargs)
+
+
+def server_env(store: Path, **settings: str) -> dict[str, str]:
+    """This process's environment with the service's own settings replaced."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SERVICE_") and key not in {"HOST", "PORT"}
+    }
+    env.update(
+        {
+            "SERVICE_MODEL_STORE": str(store),
+            "SERVICE_WORKERS": "2",
+            "SERVICE_GRACEFUL_TIMEOUT": "5",
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+        }
+    )
+    env.update(settings)
+    return env
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    stdout_path: Path
+    stderr_path: Path
+    _files: list[Any] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def access_log(self) -> list[re.Match[str]]:
+        lines = self.stdout_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [match for line in lines if (match := ACCESS_LINE.match(line))]
+
+    def stop(self) -> int:
+        """SIGTERM the master by its pid; SIGKILL it if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        for handle in self._files:
+            handle.close()
+        return self.proc.returncode
+
+
+def launch(store: Path, logs: Path, **settings: str) -> Server:
+    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` over ``store``; does not wait."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = server_env(store, **settings)
+    stdout_path, stderr_path = logs / "stdout.log", logs / "stderr.log"
+    stdout, stderr = stdout_path.open("wb"), stderr_path.open("wb")
+    proc = subprocess.Popen(
+        [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+    return Server(proc, int(env["PORT"]), stdout_path, stderr_path, [stdout, stderr])
+
+
+def wait_until_answering(
+    server: Server, path: str = "/ready", statuses: frozenset[int] = frozenset({200})
+) -> None:
+    """Poll ``path`` until it answers with one of ``statuses``; fail if the server exits or stalls."""
+    deadline = time.monotonic() + START_TIMEOUT
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.proc.returncode} before serving:\n{server.stderr()}")
+        try:
+            response = http("GET", server.url(path), timeout=2)
+        except requests.RequestException as error:
+            last = repr(error)
+        else:
+            if response.status_code in statuses:
+                return
+            last = f"{response.status_code} {response.text[:300]}"
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not answer {path} within {START_TIMEOUT}s (last: {last}):\n{server.stderr()}")
+
+
+@contextlib.contextmanager
+def running_server(
+    store: Path,
+    logs: Path,
+    *,
+    ready_path: str = "/ready",
+    ready_statuses: frozenset[int] = frozenset({200}),
+    **settings: str,
+) -> Iterator[Server]:
+    server = launch(store, logs, **settings)
+    try:
+        wait_until_answering(server, ready_path, ready_statuses)
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for_exit(server: Server) -> int:
+    """The exit code of a server that is expected to stop by itself."""
+    try:
+        return server.proc.wait(timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        pytest.fail(f"gunicorn was still running after {START_TIMEOUT}s:\n{server.stderr()}")
+    finally:
+        for handle in server._files:
+            handle.close()
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a live process, from /proc (the comm field may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def post_json(server: Server, path: str, body: Any, **kwargs: Any) -> requests.Response:
+    return http("POST", server.url(path), data=json.dumps(body), headers={"Content-Type": JSON}, **kwargs)
+
+
+def media_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";")[0].strip()
