@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export SERVICE_MODEL_STORE ?= model_store
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test train lint verify ci-deps clean
+.PHONY: help serve test train lint verify screenshots browser-deps ci-deps clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,7 +36,13 @@ lint: $(BIN)/.dev ## Lint with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-ci-deps: ## Install system packages the tests need (none yet beyond Python)
+screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs and /redoc into docs/
+	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -q
+
+browser-deps: ## Install Debian's headless Chromium for the browser tests (no browser download)
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core)
+
+ci-deps: browser-deps ## Install the system packages the tests need
 	@$(PYTHON) -c 'import venv, ensurepip' || (apt-get update && apt-get install -y python3-venv)
 
 clean: ## Remove the virtual environment and caches

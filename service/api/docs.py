@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import openapi_ui_bundles
-from flask import Blueprint, current_app, render_template, send_from_directory
+from flask import Blueprint, current_app, make_response, render_template, send_from_directory
 from flask.wrappers import Response
 from werkzeug.exceptions import NotFound
 
@@ -17,6 +17,14 @@ from service.api import state
 from service.api.openapi import build_document, documented
 
 bp = Blueprint("docs", __name__)
+
+# The pages may load only what this service serves (ReDoc would otherwise fetch
+# its logo from a CDN): nothing leaves a network without internet, or any other.
+_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; "
+    "font-src 'self' data:; frame-ancestors 'none'"
+)
 
 _ASSETS = {
     "swagger": openapi_ui_bundles.swagger_ui.static_path,
@@ -43,16 +51,22 @@ def openapi_document() -> dict[str, Any]:
 
 @bp.get("/docs")
 @documented("Swagger UI", media_type="text/html", tag="docs")
-def swagger_ui() -> str:
+def swagger_ui() -> Response:
     """Interactive API documentation: try any route from the browser."""
-    return render_template("docs/swagger.html")
+    return _page("docs/swagger.html")
 
 
 @bp.get("/redoc")
 @documented("ReDoc", media_type="text/html", tag="docs")
-def redoc() -> str:
+def redoc() -> Response:
     """Readable API reference."""
-    return render_template("docs/redoc.html")
+    return _page("docs/redoc.html")
+
+
+def _page(template: str) -> Response:
+    response = make_response(render_template(template))
+    response.headers["Content-Security-Policy"] = _CONTENT_SECURITY_POLICY
+    return response
 
 
 @bp.get("/docs/assets/<bundle>/<path:filename>")

@@ -103,6 +103,12 @@ def build_document(
         },
     )
     per_model = {model.name: _ModelParts.register(spec, model, max_rows) for model in models}
+    # Tags in reading order: the default model first, then the others, then the rest.
+    for name in sorted(per_model, key=lambda name: (name != default_model, name)):
+        spec.tag({"name": name, "description": per_model[name].model.manifest.description or ""})
+    spec.tag({"name": "models", "description": "The served models and their metadata."})
+    spec.tag({"name": "health", "description": "Liveness and readiness probes."})
+    spec.tag({"name": "docs", "description": "This documentation."})
 
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         doc: OperationDoc | None = getattr(app.view_functions[rule.endpoint], "openapi", None)

@@ -1,0 +1,130 @@
+"""The API docs in a real headless Chromium (Debian's, installed by `make browser-deps`).
+
+The browser talks to the live Gunicorn server. Every request the pages make must
+stay on that server: the docs work on a network without internet. Set
+SCREENSHOTS_DIR to keep the screenshots (`make screenshots` writes docs/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.servers import Server, http, running_server
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# What headless Chromium needs here: no sandbox as root, no GPU, and no calls home.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def docs_server(demo_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(
+        demo_store_path, tmp_path_factory.mktemp("docs_server"), SERVICE_WORKERS="1"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: run `make browser-deps` (Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: object, docs_server: Server) -> Iterator[object]:
+    """A page that records every host it sends a request to."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    sent: list[str] = []
+    blocked: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    # The page's Content-Security-Policy stops a request before it leaves the browser.
+    page.on("requestfailed", lambda request: request.failure == "csp" and blocked.append(request.url))
+    yield page
+    page.close()
+    hosts = {urlsplit(url).netloc for url in sent if url.startswith("http") and url not in blocked}
+    assert hosts <= {f"127.0.0.1:{docs_server.port}"}, hosts
+
+
+def screenshot(page: object, name: str, tmp_path: Path) -> Path:
+    directory = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    page.screenshot(path=str(path), full_page=False)  # type: ignore[attr-defined]
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+    return path
+
+
+def test_swagger_ui_lists_every_route(page: object, docs_server: Server, tmp_path: Path) -> None:
+    document = http("GET", docs_server.url("/openapi.json")).json()
+    page.goto(docs_server.url("/docs"))  # type: ignore[attr-defined]
+    page.wait_for_selector(".opblock", timeout=TIMEOUT_MS)  # type: ignore[attr-defined]
+    shown = page.eval_on_selector_all(  # type: ignore[attr-defined]
+        ".opblock",
+        """blocks => blocks.map(b => b.querySelector('.opblock-summary-method').textContent.trim()
+                     + ' ' + b.querySelector('.opblock-summary-path').getAttribute('data-path'))""",
+    )
+    documented = [f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item]
+    assert sorted(shown) == sorted(documented)
+    assert page.locator("h2.title").inner_text().startswith("scikit-learn model service")  # type: ignore[attr-defined]
+    screenshot(page, "swagger-ui.png", tmp_path)
+
+
+def test_try_it_out_on_predict_returns_a_prediction(
+    page: object, docs_server: Server, tmp_path: Path
+) -> None:
+    page.goto(docs_server.url("/docs#/iris/predict_predict_default_iris"))  # type: ignore[attr-defined]
+    operation = page.locator("#operations-iris-predict_predict_default_iris")  # type: ignore[attr-defined]
+    operation.wait_for(timeout=TIMEOUT_MS)
+    if not operation.locator(".try-out__btn").is_visible():
+        operation.locator(".opblock-summary").click()
+    operation.locator(".try-out__btn").click()
+    operation.locator(".execute").click()
+    status = operation.locator(".live-responses-table .response .response-col_status")
+    status.wait_for(timeout=TIMEOUT_MS)
+    assert status.inner_text().strip() == "200"
+    body = operation.locator(
+        ".live-responses-table .response-col_description pre.microlight"
+    ).first.inner_text()
+    assert '"model": "iris"' in body.replace("\n", " ") or '"model":"iris"' in body
+    assert '"prediction"' in body and '"probabilities"' in body
+    operation.locator(".live-responses-table").scroll_into_view_if_needed()
+    screenshot(page, "swagger-try-it-out.png", tmp_path)
+
+
+def test_redoc_renders_the_reference(page: object, docs_server: Server, tmp_path: Path) -> None:
+    page.goto(docs_server.url("/redoc"))  # type: ignore[attr-defined]
+    heading = page.locator("h2", has_text="Predict with the default model: iris").first  # type: ignore[attr-defined]
+    heading.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("h1", has_text="scikit-learn model service").first.is_visible()  # type: ignore[attr-defined]
+    screenshot(page, "redoc.png", tmp_path)
