@@ -33,5 +33,6 @@ class ServiceFlask(Flask):
     def make_default_options_response(self) -> Response:
         response = super().make_default_options_response()
         response.status_code = 204
+        response.headers["Allow"] = ", ".join(sorted(response.allow))
         del response.headers["Content-Type"]
         return response

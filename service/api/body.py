@@ -61,3 +61,5 @@ def read_json(request: Request) -> Any:
         ) from None
     except RecursionError:
         raise MalformedRequest("The JSON document is nested too deeply.") from None
+    except ValueError as error:  # e.g. an integer literal longer than Python converts
+        raise MalformedRequest(f"The request body cannot be read as JSON: {error}.") from None

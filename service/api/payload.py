@@ -52,13 +52,13 @@ class InstancesRequest(Schema):
 
     # Each row's shape is checked with its values, so that every bad row of a
     # batch is reported at once, by index.
-    instances = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+    instances = fields.List(fields.Raw(allow_none=True), required=True, validate=validate.Length(min=1))
 
 
 class RowListRequest(Schema):
     """A bare list of rows, wrapped as ``{"rows": [...]}`` for validation."""
 
-    rows = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+    rows = fields.List(fields.Raw(allow_none=True), required=True, validate=validate.Length(min=1))
 
 
 @dataclass(frozen=True)

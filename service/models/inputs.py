@@ -43,6 +43,10 @@ class JsonInteger(fields.Integer):
             return int(value)
         if not (_is_json_number(value) and isinstance(value, int)):
             raise self.make_error("invalid", input=value)
+        try:
+            float(value)  # the model computes in floats: 10**400 cannot reach it
+        except OverflowError:
+            raise self.make_error("too_large", input=value) from None
         return value
 
 
