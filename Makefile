@@ -36,8 +36,8 @@ lint: $(BIN)/.dev ## Lint with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs and /redoc into docs/
-	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -q
+screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs, /redoc, the home page and the iris page into docs/
+	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_pages.py -q
 
 browser-deps: ## Install Debian's headless Chromium for the browser tests (no browser download)
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core)

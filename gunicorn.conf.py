@@ -5,13 +5,35 @@ the ``SERVICE_`` prefix, plus ``HOST``/``PORT``), so the service and its server
 are configured in one place.
 """
 
+import glob
 import json
+import logging
+import os
+import shutil
+import tempfile
+
+# --- Metrics directory ---------------------------------------------------------
+# Workers are separate processes; prometheus_client sums their samples from files
+# in one directory. It picks that storage when it is first imported (through
+# the service below), so the directory is set first: the operator's own
+# PROMETHEUS_MULTIPROC_DIR, cleaned of a previous run's files, or a fresh one.
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+    if os.environ.get("SERVICE_METRICS_DIR_CLEANED_BY") != str(os.getpid()):  # not again on reload
+        for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(stale)
+        os.environ["SERVICE_METRICS_DIR_CLEANED_BY"] = str(os.getpid())
+    _own_metrics_dir = None
+else:
+    _own_metrics_dir = tempfile.mkdtemp(prefix="sklearn-service-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
 from gunicorn import util
+from prometheus_client import multiprocess
 from threadpoolctl import threadpool_limits
 
-from service import unservable_reason
+from service import EXTENSION_KEY, unservable_reason
 from service.config import Settings
+from service.logs import ACCESS_LOG_FORMAT, logging_config
 
 settings = Settings.from_env()
 
@@ -47,28 +69,16 @@ max_requests_jitter = settings.max_requests_jitter
 control_socket_disable = True
 
 # --- Logging -------------------------------------------------------------------
-accesslog = "-"  # stdout
-errorlog = "-"  # stderr
+# One JSON object per line on stdout, for the access log and everything else
+# (python-json-logger, configured in service/logs.py).
+accesslog = "-"
+errorlog = "-"
 loglevel = settings.log_level.lower()
-# %(p)s is the worker's pid: which worker served which request.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms worker=%(p)s'
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"},
-        "access": {"format": "%(message)s"},
-    },
-    "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
-        "stdout": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
-    },
-    "root": {"level": settings.log_level, "handlers": ["stderr"]},
-    "loggers": {
-        "gunicorn.error": {"level": settings.log_level, "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
-    },
-}
+access_log_format = ACCESS_LOG_FORMAT
+logconfig_dict = logging_config(settings.log_level)
+# Python warnings (a library's UserWarning, say) become log records too, so they
+# reach stdout as JSON like everything else rather than stderr as bare text.
+logging.captureWarnings(True)
 
 
 def write_problem(sock, status_int, reason, mesg):
@@ -102,6 +112,23 @@ def on_starting(server):
     if reason:
         server.log.error("refusing to start: %s", reason)
         server.halt(reason=reason, exit_status=4)
+
+
+def child_exit(server, worker):
+    # A dead worker's gauges (requests in flight) must no longer count.
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    # A gracefully stopped worker writes out its queued audit lines first.
+    audit = server.app.wsgi().extensions[EXTENSION_KEY].audit
+    if audit is not None:
+        audit.close()
+
+
+def on_exit(server):
+    if _own_metrics_dir is not None:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def post_fork(server, worker):

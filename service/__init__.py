@@ -12,16 +12,21 @@ from service.api import (
     EXTENSION_KEY,
     ServiceFlask,
     ServiceState,
+    csv_predict,
     docs,
     health,
+    metrics,
+    pages,
     predict,
     problems,
     request_ids,
 )
+from service.audit import PredictionAuditLog
 from service.config import Settings
 from service.models import ModelStore, load_registry
 
 __version__ = "0.1.0"
+__all__ = ["EXTENSION_KEY", "create_app", "unservable_reason"]
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -43,13 +48,20 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     registry = load_registry(
         store, settings.models, settings.model_versions, strict_versions=settings.strict_versions
     )
-    app.extensions[EXTENSION_KEY] = ServiceState(settings=settings, store=store, registry=registry)
+    audit = PredictionAuditLog(settings.prediction_log) if settings.prediction_log else None
+    app.extensions[EXTENSION_KEY] = ServiceState(
+        settings=settings, store=store, registry=registry, audit=audit
+    )
 
     request_ids.init_app(app)
+    metrics.init_app(app, registry.entries())
     problems.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(csv_predict.bp)
     app.register_blueprint(docs.bp)
+    if settings.demo:
+        app.register_blueprint(pages.bp)
     cli.init_app(app)
     return app
 

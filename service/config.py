@@ -102,6 +102,15 @@ class Settings:
     max_requests_jitter: int = 1000
     log_level: str = "INFO"
 
+    # Observability
+    prediction_log: Path | None = None  # one JSON line per predicted row; off when None
+
+    # People-facing pages and file scoring
+    demo: bool = True  # the HTML pages (home, one per model); off: API only
+    # A CSV file is scored as it streams, so its size is not bounded by memory;
+    # this limit only stops an endless upload.
+    max_upload_bytes: int = 512 * MIB
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), then apply overrides."""
@@ -145,4 +154,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MAX_REQUESTS": ("max_requests", _non_negative_int),
     "SERVICE_MAX_REQUESTS_JITTER": ("max_requests_jitter", _non_negative_int),
     "SERVICE_LOG_LEVEL": ("log_level", _log_level),
+    "SERVICE_PREDICTION_LOG": ("prediction_log", lambda raw: Path(raw.strip())),
+    "SERVICE_DEMO": ("demo", _boolean),
+    "SERVICE_MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int),
 }

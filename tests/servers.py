@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -31,10 +30,31 @@ STOP_TIMEOUT = 15.0
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 
-# Access log format from gunicorn.conf.py: %(h)s "%(r)s" %(s)s %(b)s %(M)sms worker=%(p)s
-ACCESS_LINE = re.compile(r'^\S+ "(?P<request>[^"]*)" (?P<status>\d{3}) \S+ \d+ms worker=<(?P<pid>\d+)>$')
-# Error log format: %(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s
-LOG_LINE = re.compile(r"^\S+ \S+ \[(?P<pid>\d+)\] \[(?P<level>[A-Z]+)\] (?P<logger>\S+): (?P<message>.*)$")
+# Every log record (Gunicorn's access and error logs, the app's own) is one JSON
+# object per line on stdout: see service/logs.py.
+ACCESS_LOGGER = "gunicorn.access"
+
+
+def parse_log_lines(text: str, *, strict: bool = True) -> list[dict[str, Any]]:
+    """The JSON log records of ``text``, one per non-empty line.
+
+    ``strict``: a line that is not a whole JSON object fails the test, quoting it.
+    Otherwise such a line becomes ``{"message": line}``, so it can still be searched.
+    """
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if strict:
+                pytest.fail(f"log line {number} is not a JSON object: {line!r}")
+            record = {"message": line}
+        records.append(record)
+    return records
 
 
 # --- Running a server -----------------------------------------------------------
@@ -95,12 +115,34 @@ class Server:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8", errors="replace")
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
-    def access_log(self) -> list[re.Match[str]]:
-        lines = self.stdout_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return [match for line in lines if (match := ACCESS_LINE.match(line))]
+    def output(self, tail: int = 60) -> str:
+        """The last lines of stdout and stderr, for failure messages."""
+        stdout, stderr = self.stdout().splitlines()[-tail:], self.stderr().splitlines()[-tail:]
+        return "stdout:\n" + "\n".join(stdout) + "\nstderr:\n" + "\n".join(stderr)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every record on stdout; a line that is not a JSON object fails the test.
+
+        The last line is skipped while the server runs, as it may be half-written.
+        """
+        text = self.stdout()
+        if self.proc.poll() is None and not text.endswith("\n"):
+            text = text.rpartition("\n")[0]
+        return parse_log_lines(text)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Records from stdout and stderr both, leniently: whatever the server said, searchable."""
+        return parse_log_lines(self.stdout(), strict=False) + parse_log_lines(self.stderr(), strict=False)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """Gunicorn's access-log records: request_id, method, path, route, status, pid, model, version."""
+        return [record for record in self.log_records() if record.get("logger") == ACCESS_LOGGER]
 
     def stop(self) -> int:
         """SIGTERM the master by its pid; SIGKILL it if it does not exit in time."""
@@ -141,7 +183,7 @@ def wait_until_answering(
     last = "no answer"
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.proc.returncode} before serving:\n{server.stderr()}")
+            pytest.fail(f"gunicorn exited with {server.proc.returncode} before serving:\n{server.output()}")
         try:
             response = http("GET", server.url(path), timeout=2)
         except requests.RequestException as error:
@@ -151,7 +193,7 @@ def wait_until_answering(
                 return
             last = f"{response.status_code} {response.text[:300]}"
         time.sleep(0.1)
-    pytest.fail(f"gunicorn did not answer {path} within {START_TIMEOUT}s (last: {last}):\n{server.stderr()}")
+    pytest.fail(f"gunicorn did not answer {path} within {START_TIMEOUT}s (last: {last}):\n{server.output()}")
 
 
 @contextlib.contextmanager
@@ -177,7 +219,7 @@ def wait_for_exit(server: Server) -> int:
         return server.proc.wait(timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
         server.stop()
-        pytest.fail(f"gunicorn was still running after {START_TIMEOUT}s:\n{server.stderr()}")
+        pytest.fail(f"gunicorn was still running after {START_TIMEOUT}s:\n{server.output()}")
     finally:
         for handle in server._files:
             handle.close()

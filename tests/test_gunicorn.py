@@ -29,7 +29,6 @@ from service.models.store import ModelStore, sha256_of
 from tests.servers import (
     FLASK,
     JSON,
-    LOG_LINE,
     PROBLEM,
     REPO_ROOT,
     REQUEST_TIMEOUT,
@@ -299,38 +298,41 @@ def test_parallel_mixed_requests_all_answer_correctly(
 def probe_workers(server: Server, rounds: int = 10, burst: int = 32) -> dict[int, list[dict[str, Any]]]:
     """GET /v1/models/iris in parallel bursts until two workers have answered; answers by worker pid.
 
-    Each request carries a unique query string so its access-log line names the
-    worker that served it.
+    Each request carries a unique X-Request-ID, so its access-log record names
+    the worker that served it.
     """
     tag = f"probe{time.monotonic_ns()}"
     answers: dict[str, dict[str, Any]] = {}
     by_pid: dict[int, list[dict[str, Any]]] = {}
 
     def fetch(index: int) -> tuple[str, requests.Response]:
-        path = f"/v1/models/iris?{tag}={index}"
-        return path, http("GET", server.url(path))
+        request_id = f"{tag}-{index}"
+        return request_id, http("GET", server.url("/v1/models/iris"), headers={"X-Request-ID": request_id})
 
     for round_number in range(rounds):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            for path, response in pool.map(fetch, range(round_number * burst, (round_number + 1) * burst)):
+            for request_id, response in pool.map(
+                fetch, range(round_number * burst, (round_number + 1) * burst)
+            ):
                 assert response.status_code == 200, response.text
                 assert media_type(response) == JSON
-                answers[path] = response.json()
-        # A worker logs the access line after the answer is sent: wait (bounded) for all of them.
+                assert response.headers["X-Request-ID"] == request_id
+                answers[request_id] = response.json()
+        # A worker logs the access record after the answer is sent: wait (bounded) for all of them.
         deadline = time.monotonic() + 5
         while True:
-            logged = {
-                match["request"].split()[1]: int(match["pid"])
-                for match in server.access_log()
-                if tag in match["request"]
-            }
+            records = [r for r in server.access_log() if str(r.get("request_id", "")).startswith(tag)]
+            logged = {record["request_id"]: int(record["pid"]) for record in records}
             if len(logged) >= len(answers) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         assert set(logged) == set(answers), "some probe requests are missing from the access log"
+        assert len(records) == len(logged), "a probe request was logged twice"
+        for record in records:
+            assert (record["method"], record["path"], record["status"]) == ("GET", "/v1/models/iris", 200)
         by_pid = {}
-        for path, pid in logged.items():
-            by_pid.setdefault(pid, []).append(answers[path])
+        for request_id, pid in logged.items():
+            by_pid.setdefault(pid, []).append(answers[request_id])
         if len(by_pid) >= 2:
             return by_pid
     pytest.fail(f"after {rounds} bursts of {burst} requests only workers {sorted(by_pid)} answered")
@@ -341,11 +343,13 @@ def test_both_workers_serve_and_are_children_of_the_master(demo_server: Server) 
     by_pid = probe_workers(demo_server)
     master = demo_server.proc.pid
     assert master not in by_pid
-    booted = {
-        int(match["pid"])
-        for line in demo_server.stderr().splitlines()
-        if (match := LOG_LINE.match(line)) and match["message"].startswith("Booting worker with pid")
-    }
+    booted = set()
+    for record in demo_server.log_records():
+        message = str(record.get("message", ""))
+        if record.get("logger") == "gunicorn.error" and message.startswith("Booting worker with pid"):
+            # The worker itself logs its boot: the record's pid and the one in the message agree.
+            assert message.rsplit(" ", 1)[1] == str(record["pid"]), record
+            booted.add(int(record["pid"]))
     for pid in by_pid:
         assert parent_pid(pid) == master
         assert pid in booted
@@ -355,12 +359,13 @@ def test_workers_share_the_model_the_master_preloaded(demo_server: Server) -> No
     """The master loads each model once before forking; every worker answers with that same load."""
     by_pid = probe_workers(demo_server)
     loads = [
-        match
-        for line in demo_server.stderr().splitlines()
-        if (match := LOG_LINE.match(line)) and match["message"].startswith("loaded model iris version 1")
+        record
+        for record in demo_server.log_records()
+        if str(record.get("message", "")).startswith("loaded model iris version 1")
     ]
-    assert len(loads) == 1, [match.string for match in loads]
-    assert int(loads[0]["pid"]) == demo_server.proc.pid
+    assert len(loads) == 1, loads
+    assert loads[0]["pid"] == demo_server.proc.pid
+    assert loads[0]["logger"] == "service.models.registry"
     loaded_at = {pid: {answer["loaded_at"] for answer in answers} for pid, answers in by_pid.items()}
     assert len(loaded_at) >= 2
     assert len(set().union(*loaded_at.values())) == 1, loaded_at
@@ -476,6 +481,11 @@ def corrupt(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def refusal_messages(server: Server) -> list[dict[str, Any]]:
+    """The records (stdout and stderr) in which the server said it refuses to start."""
+    return [record for record in server.messages() if "refusing to start" in str(record.get("message", ""))]
+
+
 def test_refuses_to_start_when_the_only_model_is_corrupted(demo_store_path: Path, tmp_path: Path) -> None:
     """A store whose only artifact fails its hash check: Gunicorn exits non-zero, naming model and hash."""
     store = tmp_path / "store"
@@ -484,14 +494,16 @@ def test_refuses_to_start_when_the_only_model_is_corrupted(demo_store_path: Path
     corrupt(artifact)
     server = launch(store, tmp_path / "logs")
     code = wait_for_exit(server)
-    stderr = server.stderr()
-    assert code != 0, stderr
-    refusal = next((line for line in stderr.splitlines() if "refusing to start" in line), None)
-    assert refusal is not None, stderr
+    assert code != 0, server.output()
+    refusals = refusal_messages(server)
+    assert len(refusals) == 1, server.output()
+    refusal = refusals[0]["message"]
+    assert refusals[0].get("level") == "ERROR"
     assert "'iris'" in refusal
     assert "SHA-256" in refusal
     assert sha256_of(artifact.read_bytes()) in refusal
     assert ModelStore(store).manifest("iris", "1").artifact.sha256 in refusal
+    server.log_records()  # and every line of stdout is a JSON object
 
 
 def test_refuses_to_start_on_an_empty_store(tmp_path: Path) -> None:
@@ -500,11 +512,13 @@ def test_refuses_to_start_on_an_empty_store(tmp_path: Path) -> None:
     store.mkdir()
     server = launch(store, tmp_path / "logs")
     code = wait_for_exit(server)
-    stderr = server.stderr()
-    assert code != 0, stderr
-    assert "refusing to start" in stderr
-    assert "holds no models" in stderr
-    assert str(store) in stderr
+    assert code != 0, server.output()
+    refusals = refusal_messages(server)
+    assert len(refusals) == 1, server.output()
+    refusal = refusals[0]["message"]
+    assert "holds no models" in refusal
+    assert str(store) in refusal
+    server.log_records()
 
 
 def test_one_broken_model_leaves_the_others_serving(
@@ -628,7 +642,7 @@ def test_own_models_with_native_threads_predict_in_forked_workers(tmp_path: Path
             for (name, rows), response in zip(calls, responses, strict=True):
                 check(name, rows, response)
             time.sleep(0.2)  # access lines are written just after the answers
-            pids = {int(m["pid"]) for m in server.access_log() if "/predict/batch" in m["request"]}
+            pids = {int(r["pid"]) for r in server.access_log() if str(r["path"]).endswith("/predict/batch")}
             if len(pids) >= 2:
                 break
     assert len(pids) == 2, f"only workers {pids} served the predictions"

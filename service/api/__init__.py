@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app
 from flask.wrappers import Response
 
+from service.audit import PredictionAuditLog
 from service.config import Settings
 from service.models import ModelRegistry, ModelStore
 
@@ -18,6 +19,7 @@ class ServiceState:
     settings: Settings
     store: ModelStore
     registry: ModelRegistry
+    audit: PredictionAuditLog | None = None
 
 
 EXTENSION_KEY = "service"

@@ -47,6 +47,8 @@ class OperationDoc:
     predict: str | None  # "single" or "batch" for prediction routes
     tag: str
     parameters: dict[str, dict[str, Any]]  # path parameter -> extra JSON Schema keywords
+    alternatives: tuple[str, ...]  # other media types the route answers with, e.g. text/html
+    request_body: dict[str, Any] | None  # for non-JSON bodies (prediction routes build their own)
 
 
 def documented(
@@ -58,6 +60,8 @@ def documented(
     predict: str | None = None,
     tag: str = "models",
     parameters: dict[str, dict[str, Any]] | None = None,
+    alternatives: tuple[str, ...] = (),
+    request_body: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach the OpenAPI description of a view; the view's docstring becomes its description."""
 
@@ -71,6 +75,8 @@ def documented(
             predict=predict,
             tag=tag,
             parameters=parameters or {},
+            alternatives=alternatives,
+            request_body=request_body,
         )
         return view
 
@@ -153,6 +159,8 @@ def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
         content = {doc.media_type: {"schema": doc.response}}
     else:
         content = {doc.media_type: {"schema": {"type": "string"}}}
+    for media_type in doc.alternatives:
+        content[media_type] = {"schema": {"type": "string"}}
     operation: dict[str, Any] = {
         "summary": doc.summary,
         "description": doc.description,
@@ -160,6 +168,8 @@ def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
         "operationId": rule.endpoint.replace(".", "_"),
         "responses": _responses(doc, {"description": "OK", "content": content}),
     }
+    if doc.request_body is not None:
+        operation["requestBody"] = doc.request_body
     parameters = [
         {
             "name": argument,

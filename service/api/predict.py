@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 
 from service.api import state
 from service.api.body import read_json
+from service.api.metrics import metrics
 from service.api.openapi import documented
 from service.api.payload import rows_from_body
 from service.api.schemas import probability_keys
+from service.errors import InvalidInput, PredictionFailed
 from service.models import LoadedModel, Prediction
 
 bp = Blueprint("predict", __name__)
@@ -54,6 +57,9 @@ def predict_batch(name: str) -> dict[str, Any]:
 def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
+    # For the log lines of this request (app and access log).
+    g.model, g.model_version = model.name, model.version
+    request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     body = read_json(request)
     shaped = rows_from_body(
         body,
@@ -61,11 +67,30 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,
     )
-    if shaped.many:
-        matrix = model.validator.validate_many(shaped.rows)
-    else:
-        matrix = model.validator.validate_one(shaped.rows[0])
-    return render_prediction(model, model.predict(matrix), many=shaped.many)
+    recorded = metrics()
+    rows = len(shaped.rows)
+    recorded.rows_per_request.labels(model.name).observe(rows)
+    try:
+        if shaped.many:
+            matrix = model.validator.validate_many(shaped.rows)
+        else:
+            matrix = model.validator.validate_one(shaped.rows[0])
+    except InvalidInput:
+        recorded.predictions.labels(model.name, model.version, "invalid").inc(rows)
+        raise
+    started = time.perf_counter()
+    try:
+        prediction = model.predict(matrix)
+    except PredictionFailed:
+        recorded.predictions.labels(model.name, model.version, "error").inc(rows)
+        raise
+    recorded.prediction_duration.labels(model.name).observe(time.perf_counter() - started)
+    recorded.predictions.labels(model.name, model.version, "success").inc(rows)
+    if current.audit is not None:
+        current.audit.record(
+            g.request_id, model.name, model.version, model.manifest.feature_names, matrix, prediction
+        )
+    return render_prediction(model, prediction, many=shaped.many)
 
 
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, g, jsonify, request
 from flask.wrappers import Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
@@ -45,6 +45,7 @@ PROBLEM_TYPES: dict[type[ServiceError], tuple[int, str, str]] = {
 
 
 def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> Response:
+    g.problem_type = slug  # for the error metrics and the log
     body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
     body.update(extra)
     response = jsonify(body)
@@ -80,9 +81,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, NotFound):
         detail = f"No route matches {request.path}."
     elif isinstance(error, RequestEntityTooLarge):
-        detail = (
-            f"The request body is larger than the limit of {current_app.config['MAX_CONTENT_LENGTH']} bytes."
-        )
+        detail = f"The request body is larger than the limit of {request.max_content_length} bytes."
     elif isinstance(error, MethodNotAllowed) and allowed:
         detail = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}."
     response = problem(status, slug, error.name, detail)

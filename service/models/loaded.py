@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,12 @@ from service.models.inputs import RowValidator
 from service.models.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+# One estimator call at a time per process. scikit-learn (1.9) edits the
+# process-wide warnings filters while it predicts; two threads doing so at once
+# corrupt them (floods of warnings, filters left empty). Prediction holds the
+# GIL for most of its time anyway: parallelism comes from worker processes.
+_ESTIMATOR_LOCK = threading.Lock()
 
 _FRAME_DTYPES = {"float": "float64", "int": "int64", "bool": "bool", "category": "object"}
 
@@ -68,12 +75,13 @@ class LoadedModel:
         """
         model_input = self._model_input(matrix)
         try:
-            values = np.asarray(self.estimator.predict(model_input))
-            probabilities = (
-                np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
-                if self._has_probabilities
-                else None
-            )
+            with _ESTIMATOR_LOCK:
+                values = np.asarray(self.estimator.predict(model_input))
+                probabilities = (
+                    np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
+                    if self._has_probabilities
+                    else None
+                )
         except Exception as error:
             raise PredictionFailed(self.name, self.version) from error
         if self.manifest.task == "regression":

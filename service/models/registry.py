@@ -36,6 +36,7 @@ class ServedModel:
     version: str | None
     model: LoadedModel | None = None
     error: str | None = None
+    load_seconds: float | None = None  # load, verification and warm-up
 
     @property
     def ready(self) -> bool:
@@ -94,8 +95,9 @@ def load_served_model(
     except ModelLoadError as error:
         log.error("not serving model: %s", error.detail)
         return ServedModel(name=name, version=version, error=error.detail)
-    log.info("loaded model %s version %s in %.3fs", name, version, time.perf_counter() - started)
-    return ServedModel(name=name, version=version, model=model)
+    seconds = time.perf_counter() - started
+    log.info("loaded model %s version %s in %.3fs", name, version, seconds)
+    return ServedModel(name=name, version=version, model=model, load_seconds=seconds)
 
 
 def load_registry(

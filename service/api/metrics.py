@@ -1,0 +1,152 @@
+"""Prometheus metrics: what was asked, how fast, how it ended, by which model version.
+
+Under Gunicorn every worker is a process of its own. With
+``PROMETHEUS_MULTIPROC_DIR`` set (``gunicorn.conf.py`` does it), each process
+writes its samples to files in that directory and ``GET /metrics`` sums them,
+so the figures are exact over all workers. Without it (Flask's test client, a
+single process), the app keeps its own registry.
+
+Labels stay low-cardinality: route templates (never raw paths), a fixed set of
+methods, status codes, model names and versions, problem types.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g, request
+from flask.wrappers import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import values as prometheus_values
+
+from service.api.openapi import documented
+
+EXTENSION_KEY = "metrics"
+NAMESPACE = "sklearn_service"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+bp = Blueprint("metrics", __name__)
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client stores samples in files shared by all workers."""
+    return prometheus_values.ValueClass is not prometheus_values.MutexValue
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        # In multiprocess mode the samples live in files, not in a registry.
+        self.registry = None if multiprocess_mode() else CollectorRegistry()
+        common: dict[str, Any] = {"namespace": NAMESPACE, "registry": self.registry}
+        self.requests = Counter(
+            "http_requests", "HTTP requests answered.", ["route", "method", "status"], **common
+        )
+        self.request_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, in the service.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            **common,
+        )
+        self.in_flight = Gauge(
+            "http_requests_in_flight", "Requests being answered now.", multiprocess_mode="livesum", **common
+        )
+        self.errors = Counter("http_errors", "Error answers, by problem type.", ["type"], **common)
+        self.predictions = Counter(
+            "predictions", "Rows predicted or refused.", ["model", "version", "outcome"], **common
+        )
+        self.prediction_duration = Histogram(
+            "prediction_duration_seconds",
+            "Time of the model call alone, per request.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            **common,
+        )
+        self.rows_per_request = Histogram(
+            "prediction_rows_per_request", "Rows in one prediction request.", ["model"], buckets=_ROW_BUCKETS,
+            **common,
+        )  # fmt: skip
+        self.model_load_duration = Gauge(
+            "model_load_duration_seconds",
+            "Time to load, verify and warm up a model at start.",
+            ["model", "version"],
+            multiprocess_mode="mostrecent",
+            **common,
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 if the model version loaded and serves, else 0.",
+            ["model", "version"],
+            multiprocess_mode="mostrecent",
+            **common,
+        )
+
+    def render(self) -> bytes:
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+
+def metrics() -> ServiceMetrics:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+@bp.get("/metrics")
+@documented("Prometheus metrics", media_type="text/plain", tag="health")
+def scrape() -> Response:
+    """Counters, histograms and gauges in the Prometheus text format, summed over all workers."""
+    return Response(
+        metrics().render(), mimetype=CONTENT_TYPE_LATEST.split(";")[0], content_type=CONTENT_TYPE_LATEST
+    )
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    metrics().in_flight.inc()
+
+
+def _finish(response: Response) -> Response:
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    recorded = metrics()
+    recorded.requests.labels(route, method, str(response.status_code)).inc()
+    recorded.request_duration.labels(route).observe(elapsed)
+    if "problem_type" in g:
+        recorded.errors.labels(g.problem_type).inc()
+    response.headers["X-Process-Time"] = f"{elapsed:.6f}"
+    # For the access log, which Gunicorn writes after the response has left.
+    request.environ["service.route"] = route
+    return response
+
+
+def _end(_: BaseException | None) -> None:
+    if "started" in g:
+        metrics().in_flight.dec()
+
+
+def init_app(app: Flask, registry_entries: list[Any]) -> None:
+    recorded = ServiceMetrics()
+    app.extensions[EXTENSION_KEY] = recorded
+    for entry in registry_entries:
+        version = entry.version or "none"
+        recorded.model_ready.labels(entry.name, version).set(1 if entry.ready else 0)
+        if entry.load_seconds is not None:
+            recorded.model_load_duration.labels(entry.name, version).set(entry.load_seconds)
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.teardown_request(_end)
+    app.register_blueprint(bp)
