@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from tests.browsers import TIMEOUT_MS, chromium
 from tests.servers import Server, http, post_json, running_server
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +46,10 @@ def pages_server(demo_store_path: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed: run `make browser-deps` (Debian's chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile-pages")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport=DESKTOP,
-            accept_downloads=True,
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(
+        tmp_path_factory.mktemp("chromium-profile-pages"), viewport=DESKTOP, accept_downloads=True
+    ) as context:
+        yield context
 
 
 @pytest.fixture
