@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from service.api import csv_predict
+from service.api import csv_predict, csv_reading
 from tests.estimators import ExplodingRegressor
 from tests.helpers import store_model
 
@@ -513,7 +513,7 @@ def test_a_fault_of_the_file_after_the_first_chunk_is_still_a_problem(
 
 
 def test_a_line_longer_than_a_chunk_is_refused(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(csv_predict, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(csv_reading, "CHUNK_BYTES", 1000)
     body = assert_problem(post_csv(client, iris_file(3, {3: "x" * 200_000 + "," + GOOD_ROW})), 422)
     assert "Line 3 is longer than 1000 bytes" in body["detail"]
 

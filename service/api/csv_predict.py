@@ -14,8 +14,6 @@ never a truncated CSV.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import io
 import itertools
 import tempfile
@@ -24,49 +22,37 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
-from flask import Blueprint, Request, g, request
+from flask import Blueprint, g, request
 from flask.wrappers import Response
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wsgi import wrap_file
 
 from service.api import state
+from service.api.csv_reading import CsvReader, quote
+from service.api.csv_upload import (
+    CSV_MEDIA_TYPE,
+    READ_SIZE,
+    FileFault,
+    UploadBody,
+    UploadTooLarge,
+    open_source,
+)
 from service.api.metrics import metrics
 from service.api.openapi import documented
 from service.api.problems import problem
 from service.api.schemas import probability_keys
-from service.errors import InvalidInput, MalformedRequest, PredictionFailed, UnsupportedMediaType
+from service.errors import InvalidInput, MalformedRequest, PredictionFailed
 from service.models import LoadedModel
 from service.models.frame_validation import CellValidator
 from service.models.inputs import ROW_ERROR_KEY
 
 bp = Blueprint("csv_predict", __name__)
 
-CSV_MEDIA_TYPE = "text/csv"
-FORM_MEDIA_TYPE = "multipart/form-data"
-FILE_FIELD = "file"
 CHUNK_ROWS = 10_000  # rows per validation and model call
-CHUNK_BYTES = 8 * 1024 * 1024  # ... or fewer, if their text is this large; also the longest line
-READ_SIZE = 64 * 1024
 LINE_BREAK = "\r\n"  # in the answer, as RFC 4180 has it
 SPOOL_MEMORY_BYTES = 4 * 1024 * 1024  # answers larger than this go to a temporary file
-MAX_PART_HEADER_BYTES = 64 * 1024  # multipart preamble and part headers
 MAX_LISTED_LINES = 50  # bad lines named in a 422
-_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
-
-
-class _UploadTooLarge(Exception):
-    """The body went past ``max_upload_bytes``."""
-
-
-class _FileFault(Exception):
-    """The file cannot be read on from ``line`` (a line too long, broken quoting)."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
 
 
 @bp.post("/v1/models/<name>/predict/csv")
@@ -122,15 +108,15 @@ def predict_csv(name: str) -> Response:
     limit = current.settings.max_upload_bytes
     request.max_content_length = limit
     try:
-        body = _Body(request)
-        source = _open_source(request, body)
+        body = UploadBody(request)
+        source = open_source(request, body)
         try:
             spool, rows = _score_file(model, source)
         except (InvalidInput, MalformedRequest, PredictionFailed):
             body.drain()  # so that a client still sending sees this answer, not a reset
             raise
         body.drain()
-    except _UploadTooLarge:
+    except UploadTooLarge:
         return _too_large(limit)
     except RequestEntityTooLarge:  # Content-Length over the limit
         return _too_large(limit)
@@ -153,273 +139,6 @@ def _too_large(limit: int) -> Response:
         "Request Entity Too Large",
         f"The upload is larger than the limit of {limit} bytes.",
     )
-
-
-# --- The request body ---------------------------------------------------------------
-
-
-class _Body(io.RawIOBase):
-    """The request body, counting what was read; over the upload limit it raises ``_UploadTooLarge``."""
-
-    def __init__(self, req: Request) -> None:
-        super().__init__()
-        self._stream = req.stream  # raises RequestEntityTooLarge for a Content-Length over the limit
-        self._input = req.environ["wsgi.input"]
-        self._ended = False
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._ended:
-            return 0
-        try:
-            count = self._stream.readinto(buffer) or 0
-        except RequestEntityTooLarge:
-            # Werkzeug stops a chunked body at the limit; one more byte from the
-            # server tells a body of exactly the limit from a longer one.
-            if self._input.read(1):
-                raise _UploadTooLarge() from None
-            count = 0
-        if not count:
-            self._ended = True
-        self.bytes_read += count
-        return count
-
-    def drain(self) -> None:
-        """Read what the client still sends (at most the upload limit), discarding it."""
-        try:
-            while self.read(READ_SIZE):
-                pass
-        except Exception:  # over the limit, or the client went away: nothing more to read
-            self._ended = True
-
-
-def _open_source(req: Request, body: _Body) -> IO[bytes]:
-    """The CSV file's bytes: the body itself, or the ``file`` part of a form."""
-    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not supported; send the file uncompressed."
-        )
-    if req.mimetype == CSV_MEDIA_TYPE:
-        charset = req.mimetype_params.get("charset", "utf-8").strip().lower()
-        if charset not in _CHARSETS:
-            raise UnsupportedMediaType(f"The file must be UTF-8; charset={charset} is not supported.")
-        return body
-    if req.mimetype == FORM_MEDIA_TYPE:
-        boundary = req.mimetype_params.get("boundary", "")
-        if not boundary:
-            raise MalformedRequest("The multipart/form-data Content-Type has no boundary.")
-        return _FormFile(body, boundary.encode("latin-1"))
-    sent = req.mimetype or "no Content-Type"
-    raise UnsupportedMediaType(
-        f"Expected Content-Type: text/csv, or multipart/form-data with the file in a field "
-        f"named {FILE_FIELD!r}; got {sent}."
-    )
-
-
-class _FormFile(io.RawIOBase):
-    """The bytes of the ``file`` part of a multipart/form-data body, decoded as they arrive."""
-
-    def __init__(self, body: _Body, boundary: bytes) -> None:
-        super().__init__()
-        self._body = body
-        self._decoder = MultipartDecoder(boundary)
-        self._in_file = False
-        self._found = False
-        self._done = False
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            if self._done:
-                return 0
-            self._advance()
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
-
-    def _advance(self) -> None:
-        try:
-            event = self._decoder.next_event()
-        except ValueError as error:  # e.g. the body ends inside a part
-            raise MalformedRequest(f"The multipart/form-data body cannot be read: {error}.") from None
-        if isinstance(event, NeedData):
-            if not self._in_file and len(self._decoder.buffer) > MAX_PART_HEADER_BYTES:
-                raise MalformedRequest("The multipart/form-data body has no readable part headers.")
-            data = self._body.read(READ_SIZE)
-            self._decoder.receive_data(data or None)
-        elif isinstance(event, (File, Field)):
-            self._in_file = event.name == FILE_FIELD and not self._found
-            self._found = self._found or self._in_file
-        elif isinstance(event, Data):
-            if self._in_file:
-                self._pending = memoryview(event.data)
-                if not event.more_data:
-                    self._done = True  # the rest of the body is drained, unread
-        elif isinstance(event, Epilogue):
-            if not self._found:
-                raise InvalidInput(
-                    f"The form has no field named {FILE_FIELD!r}; send the CSV file in it.",
-                    {FILE_FIELD: ["Missing data for required field."]},
-                )
-            self._done = True
-
-
-# --- Reading the CSV -------------------------------------------------------------
-
-
-@dataclass
-class _Block:
-    """Rows parsed from consecutive lines of the file."""
-
-    rows: list[list[str]] | None  # cells per row (the csv module's parse); None: split on commas
-    texts: list[str]  # each row's text as sent, without its line break
-    starts: np.ndarray  # the line on which each row starts
-    bad_lines: list[int]  # lines that are not UTF-8
-
-
-class _CsvReader:
-    """Parses the file's bytes into blocks of rows, one block of lines at a time.
-
-    A block of lines without a quote is split with ``str`` methods alone, in C; a
-    block with quotes goes through the ``csv`` module, row by row, and a quoted
-    cell may then run on into the next block.
-    """
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source = source
-        self._pending = b""  # bytes read after the last complete line
-        self._eof = False
-        self._next_line = 1  # the number of the first line not yet taken
-        self._carry: list[str] = []  # lines of a row that goes on in the next block
-        self._carry_bad: list[int] = []
-
-    def block(self, max_lines: int) -> _Block | None:
-        """The rows of the next ``max_lines`` lines or so (blank lines skipped); None at the end."""
-        while True:
-            got = self._next_lines(max_lines)
-            if got is None:
-                if self._carry:
-                    line = self._next_line - len(self._carry)
-                    raise _FileFault(line, f"Line {line} opens a quoted cell that is never closed.")
-                return None
-            text, first_line, bad_lines = got
-            plain = text.replace("\r\n", "\n") if "\r" in text else text
-            if not self._carry and '"' not in plain and "\r" not in plain:
-                block = self._plain_block(plain, first_line, bad_lines)
-            else:
-                block = self._quoted_block(text, first_line, bad_lines)
-            if block is not None:
-                return block
-
-    def _next_lines(self, max_lines: int) -> tuple[str, int, list[int]] | None:
-        """(text, number of its first line, lines not UTF-8) of up to ``max_lines`` more lines."""
-        pieces = [self._pending]
-        count = self._pending.count(b"\n")
-        size = len(self._pending)
-        while count < max_lines and size < CHUNK_BYTES and not self._eof:
-            more = self._source.read(READ_SIZE)
-            if not more:
-                self._eof = True
-                break
-            pieces.append(more)
-            count += more.count(b"\n")
-            size += len(more)
-        data = b"".join(pieces)
-        if count > max_lines:
-            cut = len(data) - len(data.split(b"\n", max_lines)[-1])
-        elif self._eof:
-            cut = len(data)
-        elif count:
-            cut = data.rfind(b"\n") + 1
-        else:
-            line = self._next_line
-            raise _FileFault(line, f"Line {line} is longer than {CHUNK_BYTES} bytes.")
-        if not cut:
-            return None
-        raw, self._pending = data[:cut], data[cut:]
-        first_line = self._next_line
-        self._next_line += raw.count(b"\n") + (not raw.endswith(b"\n"))
-        if first_line == 1 and raw.startswith(codecs.BOM_UTF8):  # as spreadsheet programs write
-            raw = raw[len(codecs.BOM_UTF8) :]
-        try:
-            return raw.decode("utf-8"), first_line, []
-        except UnicodeDecodeError:
-            pass
-        bad_lines = []
-        for index, line in enumerate(raw.split(b"\n")):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                bad_lines.append(first_line + index)
-        return raw.decode("utf-8", "replace"), first_line, bad_lines
-
-    @staticmethod
-    def _plain_block(text: str, first_line: int, bad_lines: list[int]) -> _Block | None:
-        texts = text.split("\n")
-        if texts[-1] == "":
-            texts.pop()
-        starts = np.arange(first_line, first_line + len(texts), dtype=np.int64)
-        if "" in texts:  # blank lines are skipped
-            kept = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > 0
-            texts = list(itertools.compress(texts, kept.tolist()))
-            starts = starts[kept]
-        return _Block(None, texts, starts, bad_lines) if texts else None
-
-    def _quoted_block(self, text: str, first_line: int, bad_lines: list[int]) -> _Block | None:
-        lines = [line + "\n" for line in text.split("\n")]
-        lines[-1] = lines[-1][:-1]  # what follows the last line break: "" or the file's unended last line
-        if not lines[-1]:
-            lines.pop()
-        if self._carry:
-            first_line -= len(self._carry)
-            lines = self._carry + lines
-            bad_lines = self._carry_bad + bad_lines
-            self._carry, self._carry_bad = [], []
-        reader = csv.reader(lines, strict=True)
-        rows: list[list[str]] = []
-        spans: list[tuple[int, int]] = []  # each row's lines, as indexes into ``lines``
-        done = 0  # lines of complete rows
-        try:
-            for row in reader:
-                if row:
-                    rows.append(row)
-                    spans.append((done, reader.line_num))
-                done = reader.line_num
-        except csv.Error as error:
-            line = first_line + reader.line_num - 1
-            if str(error) != "unexpected end of data" or reader.line_num != len(lines):
-                raise _FileFault(line, f"Line {line} cannot be read as CSV: {error}.") from None
-            # The last row goes on in the lines still to come.
-            self._carry = lines[done:]
-            self._carry_bad = [bad for bad in bad_lines if bad >= first_line + done]
-            if sum(map(len, self._carry)) > CHUNK_BYTES:
-                start = first_line + done
-                raise _FileFault(
-                    start, f"The row from line {start} on is longer than {CHUNK_BYTES} bytes."
-                ) from None
-        if not rows:
-            return None
-        texts = []
-        for start, end in spans:
-            row_text = "".join(lines[start:end])
-            texts.append(row_text[:-2] if row_text.endswith("\r\n") else row_text.removesuffix("\n"))
-        starts = first_line + np.array([start for start, _ in spans], dtype=np.int64)
-        return _Block(rows, texts, starts, [bad for bad in bad_lines if bad < first_line + done])
-
-
-def _quote(cell: str) -> str:
-    """A cell as CSV text: quoted if it holds a comma, a quote or a line break."""
-    if any(char in cell for char in ',"\r\n'):
-        return '"' + cell.replace('"', '""') + '"'
-    return cell
 
 
 # --- Scoring ----------------------------------------------------------------------
@@ -445,15 +164,15 @@ class _Scorer:
 
     def __init__(self, model: LoadedModel, source: IO[bytes]) -> None:
         self.model = model
-        self._reader = _CsvReader(source)
+        self._reader = CsvReader(source)
         self._validator = CellValidator(model.manifest)
         self._classes = model.manifest.classes or ()
         self._labels = {
-            label: _quote(text)
+            label: quote(text)
             for label, text in zip(self._classes, probability_keys(self._classes), strict=True)
         }
         self._labels_as_they_are = all(
-            isinstance(label, str) and _quote(label) == label for label in self._classes
+            isinstance(label, str) and quote(label) == label for label in self._classes
         )
         self._width = 0
         self.rows = 0
@@ -518,7 +237,7 @@ class _Scorer:
                 if len(row) != width:
                     row_errors[index] = _cell_count_error(len(row), width)
                     rows[index] = (row + [""] * width)[:width]
-                    texts[index] = ",".join(map(_quote, rows[index]))
+                    texts[index] = ",".join(map(quote, rows[index]))
             cells = np.empty((len(rows), width), dtype=object)
             cells[:] = rows
         for bad in block.bad_lines:
@@ -576,7 +295,7 @@ class _Scorer:
         elif self._labels_as_they_are:
             texts = values
         else:
-            texts = [self._labels.get(value) or _quote(str(value)) for value in values]
+            texts = [self._labels.get(value) or quote(str(value)) for value in values]
         outputs = [_spread(texts, good, rows)]
         if prediction.probabilities is not None:
             outputs.extend(
@@ -588,7 +307,7 @@ class _Scorer:
         names = ["prediction"]
         if self.model.has_probabilities:
             names += [f"probability_{label}" for label in probability_keys(self._classes)]
-        return ",".join([header, *map(_quote, names), "error"])
+        return ",".join([header, *map(quote, names), "error"])
 
 
 def _cell_count_error(cells: int, width: int) -> str:
@@ -687,10 +406,10 @@ def _score_file(model: LoadedModel, source: IO[bytes]) -> tuple[_Spool, int]:
                 outputs = scorer.predict(checked)
                 messages = [""] * len(chunk.texts)
                 for index, fields in checked.errors.items():
-                    messages[index] = _quote(_error_text(int(chunk.lines[index]), fields))
+                    messages[index] = quote(_error_text(int(chunk.lines[index]), fields))
                 text = LINE_BREAK.join(map(",".join, zip(chunk.texts, *outputs, messages, strict=True)))
                 spool.write((text + LINE_BREAK).encode("utf-8"))
-        except _FileFault as fault:
+        except FileFault as fault:
             raise InvalidInput(
                 f"The file cannot be read from line {fault.line} on: {fault.message}",
                 {f"line {fault.line}": {ROW_ERROR_KEY: [fault.message]}},
