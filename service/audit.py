@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from service.models import Prediction
+from service.models.loaded import probability_keys
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _lines(batch: _Batch) -> list[str]:
     prediction = batch.prediction
     values = prediction.values.tolist()
     probabilities = prediction.probabilities.tolist() if prediction.probabilities is not None else None
-    labels = [str(label) for label in prediction.classes or ()]
+    labels = probability_keys(prediction.classes or ())
     lines = []
     for index, row in enumerate(batch.inputs.tolist()):
         entry: dict[str, Any] = {

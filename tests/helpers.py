@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pandas as pd
 
 from service.models import ModelStore
 from service.models.introspect import describe_estimator
+from service.models.manifest import Feature
 
 
 def store_model(
@@ -39,3 +42,16 @@ def tiny_frame(rows: int = 40, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.uniform(0, 10, size=rows)})
     return frame, np.where(frame["a"] + frame["b"] / 10 > 0.5, "high", "low")
+
+
+def random_rows(features: Iterable[Feature], rng: random.Random, count: int) -> list[dict[str, Any]]:
+    """Valid rows drawn across each (bounded, numeric) feature's whole accepted range."""
+    features = list(features)
+    rows = []
+    for _ in range(count):
+        row: dict[str, Any] = {}
+        for feature in features:
+            value = rng.uniform(feature.min, feature.max)
+            row[feature.name] = round(value) if feature.type == "int" else round(value, 4)
+        rows.append(row)
+    return rows

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from service.models.store import ModelStore, sha256_of
+from tests.helpers import random_rows
 from tests.servers import (
     FLASK,
     JSON,
@@ -68,14 +69,7 @@ class InProcessModel:
 
     def random_rows(self, rng: random.Random, count: int) -> list[dict[str, Any]]:
         """Valid rows drawn across each feature's whole accepted range."""
-        rows = []
-        for _ in range(count):
-            row: dict[str, Any] = {}
-            for feature in self.features:
-                value = rng.uniform(feature.min, feature.max)
-                row[feature.name] = round(value) if feature.type == "int" else round(value, 4)
-            rows.append(row)
-        return rows
+        return random_rows(self.features, rng, count)
 
     def expected(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         matrix = np.array([[row[name] for name in self.feature_names] for row in rows], dtype=np.float64)

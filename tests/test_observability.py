@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.logs import logging_config
 from service.models import ModelStore
+from tests.helpers import random_rows as manifest_rows
 from tests.servers import JSON, REQUEST_TIMEOUT, Server, http, running_server
 
 PREFIX = "sklearn_service_"
@@ -117,15 +118,7 @@ def post(client: FlaskClient, path: str, body: Any, request_id: str | None = Non
 
 def random_rows(store: Path, name: str, rng: random.Random, count: int) -> list[dict[str, Any]]:
     """Valid rows for a stored model, drawn across each feature's accepted range."""
-    manifest = ModelStore(store).manifest(name, "1")
-    rows = []
-    for _ in range(count):
-        row: dict[str, Any] = {}
-        for feature in manifest.features:
-            value = rng.uniform(feature.min, feature.max)
-            row[feature.name] = round(value) if feature.type == "int" else round(value, 4)
-        rows.append(row)
-    return rows
+    return manifest_rows(ModelStore(store).manifest(name, "1").features, rng, count)
 
 
 def feature_names(store: Path, name: str) -> tuple[str, ...]:

@@ -7,12 +7,10 @@ described here, and tests check every answer against them.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from marshmallow import Schema, fields, validate
 
 from service.models import LoadedModel
+from service.models.loaded import probability_keys
 from service.models.manifest import TASKS, ManifestSchema
 
 
@@ -96,11 +94,6 @@ def _probabilities_schema(model: LoadedModel) -> type[Schema]:
         },
         name=f"{model.name}.Probabilities",
     )
-
-
-def probability_keys(classes: tuple[Any, ...]) -> list[str]:
-    """JSON object keys for class labels: strings as they are, 1 and true as "1" and "true"."""
-    return [label if isinstance(label, str) else json.dumps(label) for label in classes]
 
 
 def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ class Prediction:
     values: np.ndarray
     probabilities: np.ndarray | None = None
     classes: tuple[Any, ...] | None = None
+
+
+def probability_keys(classes: tuple[Any, ...]) -> list[str]:
+    """JSON object keys for class labels: strings as they are, 1 and true as "1" and "true"."""
+    return [label if isinstance(label, str) else json.dumps(label) for label in classes]
 
 
 @dataclass
