@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export SERVICE_MODEL_STORE ?= model_store
+# Flags for bench/run.py, e.g. make bench BENCH_ARGS="--quick" or "--duration 5 --runs 1".
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test train lint verify screenshots browser-deps ci-deps clean
+.PHONY: help serve test train lint verify screenshots bench browser-deps bench-deps ci-deps clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,10 +41,16 @@ lint: $(BIN)/.dev ## Lint with ruff
 screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs, /redoc, the home page and the iris page into docs/
 	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_pages.py -q
 
+bench: $(BIN)/.runtime bench-deps ## Benchmark the service against a bare WSGI app and a tutorial Flask app (report in bench/results/)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 browser-deps: ## Install Debian's headless Chromium for the browser tests (no browser download)
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core)
 
-ci-deps: browser-deps ## Install the system packages the tests need
+bench-deps: ## Install Debian's wrk, the load generator the benchmark drives
+	@command -v wrk >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
+
+ci-deps: browser-deps bench-deps ## Install the system packages the tests need
 	@$(PYTHON) -c 'import venv, ensurepip' || (apt-get update && apt-get install -y python3-venv)
 
 clean: ## Remove the virtual environment and caches

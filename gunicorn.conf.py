@@ -5,6 +5,7 @@ the ``SERVICE_`` prefix, plus ``HOST``/``PORT``), so the service and its server
 are configured in one place.
 """
 
+import gc
 import glob
 import json
 import logging
@@ -34,6 +35,16 @@ from threadpoolctl import threadpool_limits
 from service import EXTENSION_KEY, unservable_reason
 from service.config import Settings
 from service.logs import ACCESS_LOG_FORMAT, logging_config
+
+# --- Shared memory ---------------------------------------------------------------
+# The master loads the app and every model, then forks: the workers share those
+# pages until something writes to them. A garbage collection writes to the header
+# of every object it visits, so a worker's first collection would copy most of the
+# shared heap. The collector stays off while the master loads the app (freed
+# objects would leave holes that later allocations fill, dirtying shared pages);
+# everything loaded is frozen out of its reach before each fork, and each worker
+# collects only what it allocates itself.
+gc.disable()
 
 settings = Settings.from_env()
 
@@ -106,6 +117,17 @@ util.write_error = write_problem
 
 
 # --- Server hooks --------------------------------------------------------------
+def when_ready(server):
+    # The app is loaded and no worker exists yet; the master collects again, but
+    # never visits what the workers will share.
+    gc.freeze()
+    gc.enable()
+
+
+def pre_fork(server, worker):
+    gc.freeze()  # what the master allocated since, before a worker is (re)started
+
+
 def on_starting(server):
     """Refuse to start, saying why, when not a single model could be loaded."""
     reason = unservable_reason(server.app.wsgi())
@@ -132,6 +154,7 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
+    gc.enable()
     # The master loaded the models with native thread pools held at one thread
     # (see service.models.registry). Each worker may now use its share of the
     # cores; workers x model threads should not exceed the core count.

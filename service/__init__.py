@@ -15,6 +15,7 @@ from service.api import (
     csv_predict,
     docs,
     health,
+    json_provider,
     metrics,
     pages,
     predict,
@@ -42,7 +43,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     # Werkzeug would answer '//predict' with an HTML redirect; a client that
     # sends a wrong path gets a JSON 404 instead.
     app.url_map.merge_slashes = False
-    app.json.sort_keys = False  # keep type/title/status/detail and manifest order
+    json_provider.init_app(app)  # orjson; keys keep type/title/status/detail and manifest order
 
     store = ModelStore(settings.model_store)
     registry = load_registry(

@@ -385,7 +385,7 @@ def test_a_failing_model_counts_its_rows_as_errors(
     def broken(*_: Any, **__: Any) -> Any:
         raise ValueError("the estimator broke")
 
-    monkeypatch.setattr(estimator, "predict", broken)
+    monkeypatch.setattr(estimator, "predict_proba", broken)  # the one pass iris makes
     client = fresh_app.test_client()
     response = post(client, "/v1/models/iris/predict/batch", [SETOSA, VIRGINICA], request_id="fail-1")
     assert response.status_code == 500

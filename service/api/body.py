@@ -1,10 +1,19 @@
-"""Reading a JSON request body strictly, before any schema sees it."""
+"""Reading a JSON request body strictly, before any schema sees it.
+
+orjson reads the body: it takes RFC 8259 JSON only, in UTF-8, several times faster
+than the standard library (integer literals beyond 64 bits become the nearest
+float, which is what the model computes with anyway). Whatever orjson refuses, and
+any body whose keys it may have merged, is read again by the standard library,
+which names the fault, refuses repeated keys, and reads NaN and Infinity so that
+validation can name the field that holds one.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import orjson
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -51,6 +60,38 @@ def read_json(request: Request) -> Any:
         raise RequestEntityTooLarge()
     if not data.strip():
         raise MalformedRequest("The request body is empty; send a JSON document.")
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # not RFC 8259 JSON: the standard library says why, or reads NaN for validation to name
+    else:
+        if data.count(b":") == _shallow_key_count(document):
+            return document
+    return _strict_loads(data)
+
+
+def _shallow_key_count(document: Any) -> int:
+    """The keys of the body's objects down to its rows, a lower bound of all its keys.
+
+    orjson keeps the last of two equal keys. Every key in the text is followed by
+    a colon, so when the keys counted here already match the colons in the body,
+    no key can have been lost; otherwise (a colon inside a string, deeper objects,
+    a repeated key) the standard library reads the body again and decides.
+    """
+    if isinstance(document, list):
+        return sum(len(item) for item in document if isinstance(item, dict))
+    if not isinstance(document, dict):
+        return 0
+    count = len(document)
+    for value in document.values():
+        if isinstance(value, dict):
+            count += len(value)
+        elif isinstance(value, list):
+            count += _shallow_key_count(value)
+    return count
+
+
+def _strict_loads(data: bytes) -> Any:
     try:
         return json.loads(data, object_pairs_hook=_reject_duplicates, parse_constant=_special_number)
     except UnicodeDecodeError:

@@ -17,6 +17,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.errors import InvalidInput
 from service.models.manifest import Feature, Manifest
+from service.models.vectorised import VectorisedRows
 
 ROW_ERROR_KEY = "_row"
 
@@ -93,9 +94,14 @@ class RowValidator:
         # A purely numeric model gets a float64 matrix (bools become 0/1); one
         # with categories gets an object matrix that keeps the strings.
         self._dtype = np.float64 if all(f.type != "category" for f in manifest.features) else object
+        # The same rules over whole columns; the schema words any message.
+        self._vectorised = VectorisedRows(manifest)
 
     def validate_one(self, row: Any) -> np.ndarray:
         """One row -> a 1 x n matrix; ``InvalidInput.errors`` maps field -> messages."""
+        checked = self._vectorised.check([row])
+        if checked is not None and checked.matrix is not None:
+            return checked.matrix
         values, errors = self._check(row)
         if errors:
             raise InvalidInput(f"Invalid input: {', '.join(errors)}; see 'errors' for each field.", errors)
@@ -103,6 +109,30 @@ class RowValidator:
 
     def validate_many(self, rows: Sequence[Any]) -> np.ndarray:
         """Rows -> an n x k matrix; ``InvalidInput.errors`` maps row index -> field -> messages."""
+        checked = self._vectorised.check(list(rows))
+        if checked is not None and checked.matrix is not None:
+            return checked.matrix
+        if checked is not None:
+            # Only the doubtful rows need the schema; if it finds them all valid
+            # after all, it judges the whole batch below.
+            errors = self._errors(rows, checked.doubtful)
+            if errors:
+                raise self._invalid_rows(errors, len(rows))
+        return self._validate_each(rows)
+
+    def _errors(self, rows: Sequence[Any], indices: Sequence[int]) -> dict[str, Any]:
+        found = {}
+        for index in indices:
+            _, row_errors = self._check(rows[index])
+            if row_errors:
+                found[str(index)] = row_errors
+        return found
+
+    @staticmethod
+    def _invalid_rows(errors: dict[str, Any], rows: int) -> InvalidInput:
+        return InvalidInput(f"{len(errors)} of {rows} rows are invalid; see 'errors' by row index.", errors)
+
+    def _validate_each(self, rows: Sequence[Any]) -> np.ndarray:
         matrix_rows = []
         errors: dict[str, Any] = {}
         for index, row in enumerate(rows):
@@ -112,10 +142,7 @@ class RowValidator:
             else:
                 matrix_rows.append(values)
         if errors:
-            raise InvalidInput(
-                f"{len(errors)} of {len(rows)} rows are invalid; see 'errors' by row index.",
-                errors,
-            )
+            raise self._invalid_rows(errors, len(rows))
         return self._matrix(matrix_rows)
 
     def _check(self, row: Any) -> tuple[list[Any], dict[str, Any]]:

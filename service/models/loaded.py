@@ -11,6 +11,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier
 
 from service.errors import PredictionFailed
 from service.models.inputs import RowValidator
@@ -23,6 +33,22 @@ log = logging.getLogger(__name__)
 # corrupt them (floods of warnings, filters left empty). Prediction holds the
 # GIL for most of its time anyway: parallelism comes from worker processes.
 _ESTIMATOR_LOCK = threading.Lock()
+
+# Classifiers whose ``predict`` is the most probable class of ``predict_proba``:
+# trees, forests and calibrated classifiers compute it that way; the others
+# predict the argmax of a decision function that their probabilities transform
+# monotonically (logistic or softmax). For these one ``predict_proba`` pass gives
+# both answers. Any other classifier (an SVC's Platt-scaled probabilities can
+# disagree with its ``predict``) is asked twice.
+_LABEL_IS_ARGMAX = (
+    CalibratedClassifierCV,
+    DecisionTreeClassifier,
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    LogisticRegression,
+    RandomForestClassifier,
+)
 
 _FRAME_DTYPES = {"float": "float64", "int": "int64", "bool": "bool", "category": "object"}
 
@@ -61,6 +87,8 @@ class LoadedModel:
         self._has_probabilities = self.manifest.task == "classification" and hasattr(
             self.estimator, "predict_proba"
         )
+        self._one_pass = self._has_probabilities and isinstance(_final_step(self.estimator), _LABEL_IS_ARGMAX)
+        self._classes = np.asarray(getattr(self.estimator, "classes_", ()))
 
     @property
     def name(self) -> str:
@@ -82,12 +110,15 @@ class LoadedModel:
         model_input = self._model_input(matrix)
         try:
             with _ESTIMATOR_LOCK:
-                values = np.asarray(self.estimator.predict(model_input))
                 probabilities = (
                     np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
                     if self._has_probabilities
                     else None
                 )
+                if self._one_pass:
+                    values = self._classes.take(probabilities.argmax(axis=1))
+                else:
+                    values = np.asarray(self.estimator.predict(model_input))
         except Exception as error:
             raise PredictionFailed(self.name, self.version) from error
         if self.manifest.task == "regression":
@@ -97,6 +128,11 @@ class LoadedModel:
                     "the regressor returned a non-finite value"
                 )
         return Prediction(values=values, probabilities=probabilities, classes=self.manifest.classes)
+
+    @property
+    def one_pass(self) -> bool:
+        """True when labels come from the probabilities, with no second pass over the model."""
+        return self._one_pass
 
     def warm_up(self) -> Prediction:
         """Predict the manifest's example row through the same path as a request."""
@@ -116,3 +152,9 @@ class LoadedModel:
             },
             columns=names,
         )
+
+
+def _final_step(estimator: Any) -> Any:
+    while isinstance(estimator, Pipeline):
+        estimator = estimator[-1]
+    return estimator

@@ -1,0 +1,107 @@
+"""Request bodies from the datasets the demo models were trained on, and the scenarios that send them.
+
+The rows come from ``sklearn.datasets`` (shipped with scikit-learn, no download),
+drawn with a fixed seed, features in the manifest's order, and only rows inside
+the manifest's ranges: the service refuses anything else, and the point is to
+measure answers, not refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import datasets
+
+SEED = 20240601
+SINGLE_BODIES = 64  # distinct single-row bodies wrk cycles through
+BATCH_ROWS = 1000
+BATCH_BODIES = 4
+
+DATASETS = {"iris": datasets.load_iris, "breast_cancer": datasets.load_breast_cancer}
+
+
+class BodyError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    model: str
+    rows: int  # rows per request; 1 is a single-row request to /predict
+    connections: int
+    bodies: Path
+
+    @property
+    def batch(self) -> bool:
+        return self.rows > 1
+
+    @property
+    def path(self) -> str:
+        return f"/v1/models/{self.model}/predict" + ("/batch" if self.batch else "")
+
+    @property
+    def label(self) -> str:
+        kind = f"batch {self.rows}" if self.batch else "single"
+        return f"{self.model} {kind} @{self.connections}"
+
+
+@dataclass(frozen=True)
+class ModelBodies:
+    model: str
+    single: Path
+    batch: Path
+    single_rows: np.ndarray  # the rows of the single bodies, one per body
+    batch_matrix: np.ndarray  # the rows of the first batch body
+
+
+def _service_name(column: str) -> str:
+    """'sepal length (cm)' -> 'sepal_length', 'mean radius' -> 'mean_radius': the demo's names."""
+    return re.sub(r"\s*\(.*?\)", "", column).strip().replace(" ", "_")
+
+
+def dataset_rows(model: str, manifest: dict[str, Any]) -> np.ndarray:
+    """The dataset's rows, columns in manifest order, inside every manifest range."""
+    if model not in DATASETS:
+        raise BodyError(f"no dataset for model {model!r}")
+    bunch = DATASETS[model]()
+    columns = {_service_name(name): index for index, name in enumerate(bunch.feature_names)}
+    names = [feature["name"] for feature in manifest["features"]]
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise BodyError(
+            f"{model}: the manifest's features {missing} are not columns of the dataset "
+            f"({sorted(columns)}); is this the demo model?"
+        )
+    matrix = np.asarray(bunch.data, dtype=np.float64)[:, [columns[name] for name in names]]
+    inside = np.ones(len(matrix), dtype=bool)
+    for column, feature in enumerate(manifest["features"]):
+        if feature.get("min") is not None:
+            inside &= matrix[:, column] >= feature["min"]
+        if feature.get("max") is not None:
+            inside &= matrix[:, column] <= feature["max"]
+    if not inside.any():
+        raise BodyError(f"{model}: no dataset row lies inside the manifest's ranges")
+    return matrix[inside]
+
+
+def write_bodies(model: str, manifest: dict[str, Any], directory: Path) -> ModelBodies:
+    """One JSON body per line, for bench/post.lua: single rows and 1,000-row batches."""
+    rows = dataset_rows(model, manifest)
+    rng = np.random.default_rng(SEED)
+    single_rows = rows[rng.choice(len(rows), size=min(SINGLE_BODIES, len(rows)), replace=False)]
+    batches = [rows[rng.choice(len(rows), size=BATCH_ROWS, replace=True)] for _ in range(BATCH_BODIES)]
+    single = directory / f"{model}-single.jsonl"
+    batch = directory / f"{model}-batch.jsonl"
+    single.write_text("".join(json.dumps({"features": row}) + "\n" for row in single_rows.tolist()))
+    batch.write_text("".join(json.dumps({"instances": matrix.tolist()}) + "\n" for matrix in batches))
+    return ModelBodies(model, single, batch, single_rows, batches[0])
+
+
+def first_body(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.readline().rstrip(b"\n")

@@ -1,0 +1,113 @@
+"""The measured figures, and the medians and ratios the report shows."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+SERVERS = ("service", "bare", "naive")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured wrk run against one server."""
+
+    requests: int
+    requests_per_second: float
+    rows_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float | None
+    non_2xx: int
+    socket_errors: int
+    error: str | None = None  # wrk or the server failed; no figures then
+
+    @property
+    def measured(self) -> bool:
+        return self.error is None and self.requests > 0
+
+    @property
+    def ok(self) -> bool:
+        return self.measured and self.non_2xx == 0 and self.socket_errors == 0
+
+    @property
+    def faults(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+    @classmethod
+    def failed(cls, error: str) -> Sample:
+        return cls(0, 0.0, 0.0, 0.0, 0.0, None, 0, 0, error)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One server's samples for one scenario, a sample per run in run order."""
+
+    samples: Sequence[Sample]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.samples) and all(sample.ok for sample in self.samples)
+
+    @property
+    def faults(self) -> int:
+        return sum(sample.faults for sample in self.samples)
+
+    @property
+    def errors(self) -> list[str]:
+        return [sample.error for sample in self.samples if sample.error]
+
+    def median(self, figure: Callable[[Sample], float | None]) -> float | None:
+        values = [figure(s) for s in self.samples if s.measured]
+        values = [value for value in values if value is not None]
+        return statistics.median(values) if values else None
+
+
+def ratio_median(top: Series, bottom: Series, figure: Callable[[Sample], float | None]) -> float | None:
+    """Median over runs of figure(top) / figure(bottom), from runs where both were clean.
+
+    Both servers of one run saw the same machine within a minute of each other, so
+    their ratio is steadier on a noisy machine than a ratio of medians would be.
+    """
+    ratios = []
+    for a, b in zip(top.samples, bottom.samples, strict=False):
+        if a.ok and b.ok:
+            x, y = figure(a), figure(b)
+            if x is not None and y:
+                ratios.append(x / y)
+    return statistics.median(ratios) if ratios else None
+
+
+def rps(sample: Sample) -> float:
+    return sample.requests_per_second
+
+
+def rows(sample: Sample) -> float:
+    return sample.rows_per_second
+
+
+def cpu(sample: Sample) -> float | None:
+    return sample.cpu_us_per_request
+
+
+@dataclass(frozen=True)
+class Memory:
+    """PSS of one server's processes after a short load."""
+
+    server: str
+    workers: int
+    processes: Sequence[tuple[int, str, int]] = field(default_factory=tuple)  # pid, role, kB
+    error: str | None = None
+
+    @property
+    def total_kb(self) -> int:
+        return sum(kb for _, _, kb in self.processes)
+
+    @property
+    def workers_kb(self) -> int:
+        return sum(kb for _, role, kb in self.processes if role == "worker")
+
+    @property
+    def measured(self) -> bool:
+        return self.error is None and bool(self.processes)
