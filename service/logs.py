@@ -54,7 +54,7 @@ ACCESS_LOG_FORMAT = "%(m)s %(U)s %(s)s"
 
 def logging_config(level: str) -> dict[str, Any]:
     json_formatter = {
-        "()": "pythonjsonlogger.json.JsonFormatter",
+        "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(levelname)s %(name)s %(message)s %(process)d",
         "rename_fields": {"levelname": "level", "name": "logger", "process": "pid"},
         "timestamp": True,

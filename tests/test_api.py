@@ -222,14 +222,43 @@ def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
         (b"   ", "empty"),
         (b"\xff\xfe{]", "not valid"),
         (b'{"sepal_length": 5.1, "sepal_length": 5.2}', "repeats the key 'sepal_length'"),
+        (b'{"features": {"petal_width": 1, "petal_width": 2}}', "repeats the key 'petal_width'"),
+        (b'{"instances": [{"a": 1}, {"b": 2, "b": 3}]}', "repeats the key 'b'"),
+        (b'[{"a": {"deep": 1, "deep": 2}}]', "repeats the key 'deep'"),
+        (b'{"features": [1, 2, 3, 4], "features": [5, 6, 7, 8]}', "repeats the key 'features'"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[" * 10 + b"]" * 9, "not valid JSON"),
     ],
-    ids=["truncated", "empty", "blank", "not-utf8", "duplicate-key", "deep-nesting"],
+    ids=[
+        "truncated",
+        "empty",
+        "blank",
+        "not-utf8",
+        "duplicate-key",
+        "duplicate-in-features",
+        "duplicate-in-a-row",
+        "duplicate-deeper",
+        "duplicate-envelope",
+        "deep-nesting",
+        "unbalanced",
+    ],
 )
 def test_malformed_bodies_are_400(client: FlaskClient, data: bytes, fragment: str) -> None:
-    response = client.post("/predict", data=data, content_type="application/json")
+    response = client.post("/predict/batch", data=data, content_type="application/json")
     body = assert_problem(response, 400)
     assert fragment in body["detail"]
+
+
+def test_a_colon_inside_a_string_is_not_taken_for_a_key(client: FlaskClient) -> None:
+    """Keys are counted by colons to catch repeated ones; a colon in a value must not confuse it."""
+    body = (
+        b'{"features": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": "1:4", "petal_width": 0.2}}'
+    )
+    response = client.post("/predict", data=body, content_type="application/json")
+    problem = assert_problem(response, 422)
+    assert problem["errors"] == {"petal_length": ["Not a valid number."]}
+    fine = b'{"features": {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}}'
+    assert client.post("/predict", data=fine, content_type="application/json").status_code == 200
 
 
 @pytest.mark.parametrize(

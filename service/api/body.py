@@ -65,19 +65,27 @@ def read_json(request: Request) -> Any:
     except orjson.JSONDecodeError:
         pass  # not RFC 8259 JSON: the standard library says why, or reads NaN for validation to name
     else:
-        if data.count(b":") == _shallow_key_count(document):
+        if _no_key_lost(data.count(b":"), document):
             return document
     return _strict_loads(data)
 
 
-def _shallow_key_count(document: Any) -> int:
-    """The keys of the body's objects down to its rows, a lower bound of all its keys.
+def _no_key_lost(colons: int, document: Any) -> bool:
+    """True when orjson cannot have merged two equal keys of the body.
 
     orjson keeps the last of two equal keys. Every key in the text is followed by
-    a colon, so when the keys counted here already match the colons in the body,
-    no key can have been lost; otherwise (a colon inside a string, deeper objects,
-    a repeated key) the standard library reads the body again and decides.
+    a colon, so the keys it kept are at most the colons in the body; once the keys
+    counted reach that number, none was lost. Otherwise (a colon inside a string,
+    objects deeper than rows, a repeated key) the standard library reads the body
+    again and decides.
     """
+    if isinstance(document, dict) and len(document) == colons:  # {"instances": [[...], ...]}
+        return True
+    return _shallow_key_count(document) == colons
+
+
+def _shallow_key_count(document: Any) -> int:
+    """The keys of the body's objects down to its rows: a lower bound of all its keys."""
     if isinstance(document, list):
         return sum(len(item) for item in document if isinstance(item, dict))
     if not isinstance(document, dict):

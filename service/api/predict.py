@@ -96,7 +96,9 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:
     """The v1 JSON answer: labels or values, and per-class probabilities if any."""
     answer: dict[str, Any] = {"model": model.name, "model_version": model.version}
-    values = prediction.values.tolist()
+    # Numbers (a regressor's values, integer class labels) go to orjson as the
+    # array itself, written from its buffer; string labels as a list.
+    values = prediction.values if prediction.values.dtype.kind in "fiub" else prediction.values.tolist()
     probabilities = None
     if prediction.probabilities is not None:
         labels = probability_keys(prediction.classes)
