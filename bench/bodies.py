@@ -1,4 +1,4 @@
-"""Request bodies from the datasets the demo models were trained on, and the scenarios that send them.
+"""Request bodies from the datasets the models were trained on, and the scenarios that send them.
 
 The rows come from ``sklearn.datasets`` (shipped with scikit-learn, no download),
 drawn with a fixed seed, features in the manifest's order, and only rows inside
@@ -22,7 +22,12 @@ SINGLE_BODIES = 64  # distinct single-row bodies wrk cycles through
 BATCH_ROWS = 1000
 BATCH_BODIES = 4
 
-DATASETS = {"iris": datasets.load_iris, "breast_cancer": datasets.load_breast_cancer}
+# The mlp (bench/mlp.py) is trained on breast_cancer with the same feature names.
+DATASETS = {
+    "iris": datasets.load_iris,
+    "breast_cancer": datasets.load_breast_cancer,
+    "mlp": datasets.load_breast_cancer,
+}
 
 
 class BodyError(RuntimeError):

@@ -146,6 +146,31 @@ class Server:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLOCK_TICKS
 
+    def master_threads(self) -> int:
+        """The master's OS threads: 1 means no native pool was started before the fork."""
+        return _thread_count(self.proc.pid)
+
+    def worker_threads(self) -> dict[int, tuple[int, dict[int, int]]]:
+        """Per worker pid: its OS thread count (``Threads:`` in /proc/PID/status) and the CPU
+        clock ticks each of its threads has used so far (/proc/PID/task/TID/stat)."""
+        found = {}
+        for pid, role in self.pids().items():
+            if role != "worker":
+                continue
+            try:
+                tids = [int(entry) for entry in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+            count = _thread_count(pid)
+            ticks = {}
+            for tid in tids:
+                # Not /proc/TID/stat: that one reads the whole process's times.
+                fields = _stat_fields(pid, tid)
+                if fields is not None:
+                    ticks[tid] = int(fields[11]) + int(fields[12])
+            found[pid] = (count, ticks)
+        return found
+
     def pss_kb(self) -> list[tuple[int, str, int]]:
         """(pid, role, PSS in kB) per process: shared pages are split between their users,
         so the sum is what the server really costs the machine."""
@@ -176,6 +201,14 @@ class Server:
                 self._log.close()
 
 
+def _thread_count(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:")), 0)
+
+
 def _parents() -> dict[int, int]:
     parents = {}
     for entry in os.listdir("/proc"):
@@ -186,11 +219,13 @@ def _parents() -> dict[int, int]:
     return parents
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat from field 3 (state) on; None if the process is gone. The command
-    name (field 2) may hold spaces and parentheses, so the split is after its last ")"."""
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """/proc/PID/stat (or one thread's /proc/PID/task/TID/stat) from field 3 (state) on; None
+    if it is gone. The command name (field 2) may hold spaces and parentheses, so the split is
+    after its last ")"."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
     return text.rsplit(")", 1)[1].split()
@@ -234,9 +269,17 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port:
 
 
 def start_service(
-    name: str, store: Path, log_dir: Path, *, workers: int, threads: int, **settings: str
+    name: str,
+    store: Path,
+    log_dir: Path,
+    *,
+    workers: int,
+    threads: int,
+    config: str = "gunicorn.conf.py",
+    **settings: str,
 ) -> Server:
-    """The real service, exactly as deployed: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
+    """The real service, exactly as deployed: ``gunicorn -c gunicorn.conf.py wsgi:app``
+    (``config``: another settings file, for the memory comparison)."""
     port = free_port()
     env = _clean_env(
         {
@@ -249,7 +292,7 @@ def start_service(
             **settings,
         }
     )
-    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", config, "wsgi:app"]
     return _spawn(name, argv, env, log_dir, port)
 
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.bodies import Scenario
+from bench.mlp import HIDDEN_LAYERS
 from bench.model_alone import ModelTiming
-from bench.results import SERVERS, Memory, Series, cpu, ratio_median, rows, rps
+from bench.results import SERVERS, Memory, Series, ThreadsSection, cpu, ratio_median, rows, rps
 
 GOAL_NAIVE_RATIO = 1.0  # (1) service req/s at least the tutorial app's
 GOAL_BATCH_RATIO = 0.8  # (2) service rows/s on 1,000-row batches at least 0.8x the bare app's
@@ -22,13 +23,14 @@ class Report:
     series: dict[tuple[str, str], Series]  # (scenario label, server)
     model_alone: list[ModelTiming]
     memory: list[Memory] | None = None  # None: not measured
-    threads: list[tuple[str, int, Series]] | None = None  # (server, model threads, samples)
-    threads_scenario: str = ""
+    threads: ThreadsSection | None = None  # None: not measured
     notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        every = list(self.series.values()) + [series for _, _, series in self.threads or []]
+        every = list(self.series.values()) + [
+            v.series for v in (self.threads.variants if self.threads else [])
+        ]
         return any(not series.ok for series in every)
 
 
@@ -107,7 +109,8 @@ def _memory_lines(memory: list[Memory]) -> list[str]:
     lines = [
         "PSS (proportional set size: shared pages split between the processes sharing them) of",
         "every process, read from /proc/PID/smaps_rollup after a short load "
-        "(single-row iris, then breast_cancer 1,000-row batches).",
+        "(single-row iris, then breast_cancer 1,000-row batches). service-unfrozen is the service",
+        "without gc.freeze() before the fork (bench/gunicorn_unfrozen.conf.py).",
         "",
     ]
     body = []
@@ -139,6 +142,14 @@ def _memory_lines(memory: list[Memory]) -> list[str]:
             if one_worker
             else f"- {server}: the 1-worker server reported no worker"
         )
+    _, frozen = _memory_pair(memory, "service")
+    _, unfrozen = _memory_pair(memory, "service-unfrozen")
+    if frozen is not None and unfrozen is not None and unfrozen.total_kb:
+        lines.append(
+            f"- gc.freeze(): {frozen.workers} workers take {frozen.total_kb / 1024:.0f} MB in total, "
+            f"against {unfrozen.total_kb / 1024:.0f} MB without it "
+            f"({frozen.total_kb / unfrozen.total_kb:.2f}x)"
+        )
     return lines
 
 
@@ -149,39 +160,70 @@ def _memory_pair(memory: list[Memory], server: str) -> tuple[Memory | None, Memo
     return one, (many[-1] if many else None)
 
 
-def _threads_lines(report: Report) -> list[str]:
+def _threads_lines(section: ThreadsSection) -> list[str]:
+    cores, workers = section.cores, section.workers
+    alone = ", ".join(f"{seconds * 1000:.1f} ms with {count}" for count, seconds in section.alone)
+    layers = " and ".join(map(str, HIDDEN_LAYERS))
     lines = [
-        f"{report.threads_scenario}, service only: SERVICE_MODEL_THREADS=1 (the default: workers x model "
-        "threads = cores) against one native thread per core in every worker (oversubscribed).",
+        f"{section.scenario}, the service alone serving only `mlp` (bench/mlp.py: hidden layers of "
+        f"{layers} units, so a batch is mostly OpenBLAS matrix products), {workers} workers on "
+        f"{cores} cores: SERVICE_MODEL_THREADS=1 (the default) against one native thread per core "
+        "in every worker. Same wrk settings and interleaving as above; medians.",
+        "",
+        f"The model alone, one 1,000-row `predict_proba` in one process: {alone} native thread(s).",
         "",
     ]
     body = []
-    for server, model_threads, series in report.threads or []:
+    for variant in section.variants:
+        series, threads = variant.series, variant.model_threads
+        total = workers * threads
         body.append(
             [
-                server,
-                str(model_threads),
+                str(threads),
+                f"{workers} x {threads} = {total} {'≤' if total <= cores else '>'} {cores}",
                 rate(series.median(rps)),
                 number(series.median(rows)),
                 number(series.median(lambda s: s.p50_ms), 1),
                 number(series.median(lambda s: s.p99_ms), 1),
                 number(series.median(cpu)),
+                ", ".join(str(n) for n in variant.most(lambda w: w.os_threads)) or "-",
+                ", ".join(str(n) for n in variant.most(lambda w: w.ran)) or "-",
                 str(series.faults),
                 "ok" if series.ok else "FAIL",
             ]
         )
     head = (
-        "Server",
         "Model threads",
+        "Workers x model threads vs cores",
         "req/s",
         "rows/s",
         "p50 ms",
         "p99 ms",
         "CPU µs/req",
+        "OS threads per worker",
+        "Threads that ran, per worker",
         "errors",
         "Status",
     )
-    return lines + _table(head, body)
+    lines += _table(head, body)
+    lines += [
+        "",
+        "OS threads: `Threads:` in each worker's /proc/PID/status after its runs (the most seen). "
+        "It counts idle threads: each OpenBLAS library loaded (numpy's, SciPy's) starts a pool "
+        "sized to the cores whatever the limit, which only decides how many of them work. "
+        "Threads that ran: those whose CPU time grew during a run (/proc/PID/task/TID/stat), "
+        f"that is the worker's main thread, its {section.request_threads} request threads, and "
+        "the native pool threads that helped a matrix product: those compete for the cores.",
+    ]
+    if section.master_threads:
+        lines += [
+            "",
+            "Master: "
+            + ", ".join(str(count) for count in section.master_threads)
+            + " OS thread(s) after loading and warming up the model and forking the workers "
+            "(1: no native pool was started before the fork).",
+        ]
+    return lines
 
 
 def _verdict(passed: bool | None) -> str:
@@ -258,14 +300,15 @@ def render(report: Report) -> str:
     lines += ["", "## Memory", ""]
     lines += _memory_lines(report.memory) if report.memory is not None else ["Not measured (--quick)."]
     lines += ["", "## Model threads", ""]
-    lines += _threads_lines(report) if report.threads is not None else ["Not measured (--quick)."]
+    lines += _threads_lines(report.threads) if report.threads is not None else ["Not measured (--quick)."]
     lines += ["", "## Goals", ""]
     lines += goal_lines(report)
     every = list(report.series.items())
-    every += [
-        ((report.threads_scenario, f"{server}, model threads {count}"), s)
-        for server, count, s in report.threads or []
-    ]
+    if report.threads is not None:
+        every += [
+            ((report.threads.scenario, f"service, model threads {v.model_threads}"), v.series)
+            for v in report.threads.variants
+        ]
     problems = [
         f"- {label} / {server}: {error.splitlines()[0]}"
         for (label, server), series in every

@@ -111,3 +111,44 @@ class Memory:
     @property
     def measured(self) -> bool:
         return self.error is None and bool(self.processes)
+
+
+@dataclass(frozen=True)
+class WorkerThreads:
+    """One worker after one measured run of the model threads section."""
+
+    os_threads: int  # Threads: in /proc/PID/status
+    ran: int  # threads whose CPU time grew during the load: the ones that competed for cores
+
+
+@dataclass(frozen=True)
+class ThreadsVariant:
+    """The service at one SERVICE_MODEL_THREADS setting."""
+
+    model_threads: int
+    series: Series
+    workers: Sequence[Sequence[WorkerThreads]]  # per run, per worker (by pid)
+
+    def most(self, figure: Callable[[WorkerThreads], int]) -> list[int]:
+        """Per worker, the highest figure seen after any run."""
+        per_worker: list[int] = []
+        for run in self.workers:
+            for index, worker in enumerate(run):
+                if index == len(per_worker):
+                    per_worker.append(figure(worker))
+                else:
+                    per_worker[index] = max(per_worker[index], figure(worker))
+        return per_worker
+
+
+@dataclass(frozen=True)
+class ThreadsSection:
+    """One model's batches served with each SERVICE_MODEL_THREADS setting, and the model alone."""
+
+    scenario: str
+    cores: int
+    workers: int
+    request_threads: int  # Gunicorn threads per worker
+    variants: Sequence[ThreadsVariant]
+    alone: Sequence[tuple[int, float]]  # (native threads, seconds per predict_proba call)
+    master_threads: Sequence[int] = ()  # each server's master, read after its workers forked

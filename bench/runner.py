@@ -28,21 +28,26 @@ from bench.bodies import (
     SEED,
     SINGLE_BODIES,
     BodyError,
+    ModelBodies,
     Scenario,
     first_body,
     write_bodies,
 )
 from bench.machine import header_lines
+from bench.mlp import NAME as MLP_NAME
+from bench.mlp import ensure_mlp
 from bench.model_alone import time_model
 from bench.procs import IDLE_TIMEOUT, REPO_ROOT, Server, ServerError, request, start_baseline, start_service
 from bench.report import Report, render
-from bench.results import SERVERS, Memory, Sample, Series
+from bench.results import SERVERS, Memory, Sample, Series, ThreadsSection, ThreadsVariant, WorkerThreads
 from bench.store import MODELS, load
 from service.config import Settings
 
 SINGLE_CONNECTIONS = (1, 8, 64)
 BATCH_CONNECTIONS = (1, 4)
+THREADS_CONNECTIONS = 4  # as in the busiest batch scenario: more requests in flight than workers
 MEMORY_WORKERS = (1, 4)
+UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
 MEMORY_LOAD_SECONDS = 2
 TRAIN_TIMEOUT = 600
 BASELINES = {"bare": "bench.bare_app", "naive": "bench.naive_app"}
@@ -93,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--store",
         type=Path,
         default=Path(os.environ.get("SERVICE_MODEL_STORE", "model_store")),
-        help="model store; the demo models are trained into it if it is empty (SERVICE_MODEL_STORE)",
+        help="model store; the demo models are trained into it if it is empty, and a full run "
+        "adds the bench's mlp if missing (SERVICE_MODEL_STORE)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -125,6 +131,14 @@ def ensure_demo_models(store: Path) -> None:
         raise BenchError(
             f"{store} holds other models but not {missing}; pass --store with an empty directory"
         )
+
+
+def ensure_threads_model(store: Path) -> None:
+    try:
+        if ensure_mlp(store):
+            say(f"{MLP_NAME}: trained and stored in {store / MLP_NAME}")
+    except (OSError, ValueError) as error:
+        raise BenchError(f"training the {MLP_NAME} model into {store} failed: {error}") from None
 
 
 def build_scenarios(bodies: dict[str, Any], quick: bool) -> list[Scenario]:
@@ -246,8 +260,16 @@ def start(
             # Only how long a stop may take; an idle server has nothing to finish.
             "SERVICE_GRACEFUL_TIMEOUT": "5",
         }
+        # "service-unfrozen": the same service without gc.freeze(), to show what it saves.
+        config = UNFROZEN_CONF if name.startswith("service-unfrozen") else "gunicorn.conf.py"
         return start_service(
-            name, args.store, logs, workers=workers, threads=args.threads, **{**production, **settings}
+            name,
+            args.store,
+            logs,
+            workers=workers,
+            threads=args.threads,
+            config=config,
+            **{**production, **settings},
         )
     kind = name.split("-")[0]
     return start_baseline(
@@ -325,6 +347,8 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace, work: Path) -> Report:
     wrk.wrk_binary()
     ensure_demo_models(args.store)
+    if not args.quick:
+        ensure_threads_model(args.store)
     stored = {name: load(name, args.store) for name in MODELS}
     bodies = {name: write_bodies(name, stored[name].manifest, work) for name in MODELS}
     scenarios = build_scenarios(bodies, args.quick)
@@ -360,11 +384,12 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         report.series = interleave(servers, scenarios, args)
 
         if not args.quick:
-            for name in BASELINES:
-                servers[name].stop()
-            report.threads_scenario, report.threads = run_threads(
-                args, logs, servers["service"], bodies, stack
-            )
+            # Measured: stopped now, they hold no memory or CPU through the threads section.
+            for server in servers.values():
+                server.stop()
+            mlp = load(MLP_NAME, args.store)
+            mlp_bodies = write_bodies(MLP_NAME, mlp.manifest, work)
+            report.threads = run_threads(args, logs, mlp.estimator, mlp_bodies, stack)
 
     if not args.quick:
         report.memory = run_memory(args, logs, bodies)
@@ -392,7 +417,7 @@ def run_memory(args: argparse.Namespace, logs: Path, bodies: dict[str, Any]) -> 
         Scenario("breast_cancer", BATCH_ROWS, 1, bodies["breast_cancer"].batch),
     ]
     found = []
-    for kind in ("service", "naive"):
+    for kind in ("service", "service-unfrozen", "naive"):
         for workers in MEMORY_WORKERS:
             say(f"memory: {kind} with {workers} worker(s)")
             found.append(measure_memory(kind, workers, args, logs, load_scenarios))
@@ -400,25 +425,67 @@ def run_memory(args: argparse.Namespace, logs: Path, bodies: dict[str, Any]) -> 
 
 
 def run_threads(
-    args: argparse.Namespace, logs: Path, service: Server, bodies: dict[str, Any], stack: contextlib.ExitStack
-) -> tuple[str, list[tuple[str, int, Series]]]:
-    """The sizing rule: one native thread per worker against one per core in every worker."""
-    scenario = Scenario("breast_cancer", BATCH_ROWS, 4, bodies["breast_cancer"].batch)
-    many = os.cpu_count() or 1
-    oversubscribed = start("service-threads", args, logs, SERVICE_MODEL_THREADS=str(many))
-    stack.callback(oversubscribed.stop)
-    oversubscribed.wait_until_answering("/health")
-    variants = [(service, args.model_threads), (oversubscribed, many)]
-    samples: list[list[Sample]] = [[] for _ in variants]
+    args: argparse.Namespace, logs: Path, estimator: Any, bodies: ModelBodies, stack: contextlib.ExitStack
+) -> ThreadsSection:
+    """The sizing rule on a BLAS-bound model: one native thread per worker (workers x 1 = cores
+    by default) against one per core in every worker (workers x cores threads sharing the cores)."""
+    cores = os.cpu_count() or 1
+    counts = tuple(dict.fromkeys((1, cores)))
+    say("threads: timing the mlp alone")
+    alone = []
+    for count in counts:
+        timing = time_model(
+            MLP_NAME, estimator, bodies.batch_matrix, threads=count, blocks=21, budget_seconds=3
+        )
+        alone.append((count, timing.seconds_per_call))
+    scenario = Scenario(MLP_NAME, BATCH_ROWS, THREADS_CONNECTIONS, bodies.batch)
+    servers = {}
+    for count in counts:
+        servers[count] = start(
+            f"service-threads-{count}",
+            args,
+            logs,
+            SERVICE_MODELS=MLP_NAME,
+            SERVICE_DEFAULT_MODEL=MLP_NAME,
+            SERVICE_MODEL_THREADS=str(count),
+        )
+        stack.callback(servers[count].stop)
+    for server in servers.values():
+        server.wait_until_answering("/health")
+        # A native pool's threads spin for a moment when a worker starts them: let that pass
+        # (and every worker boot) before the first reading, or idle threads count as running.
+        settle(server)
+    master_threads = [server.master_threads() for server in servers.values()]
+    samples: dict[int, list[Sample]] = {count: [] for count in counts}
+    seen: dict[int, list[list[WorkerThreads]]] = {count: [] for count in counts}
     for number in range(1, args.runs + 1):
-        for index, (server, threads) in enumerate(variants):
+        for count, server in servers.items():
+            before = server.worker_threads()
             sample = measure(server, scenario, seconds=args.duration, warmup=args.warmup)
-            samples[index].append(sample)
-            say(f"[threads {number}/{args.runs}] model threads {threads:<3} {describe(sample)}")
-    oversubscribed.stop()
-    return scenario.label, [
-        ("service", threads, Series(found)) for (_, threads), found in zip(variants, samples, strict=True)
-    ]
+            seen[count].append(threads_used(before, server.worker_threads()))
+            samples[count].append(sample)
+            shown = ", ".join(f"{w.os_threads} ({w.ran} ran)" for w in seen[count][-1])
+            say(f"[threads {number}/{args.runs}] model threads {count:<3} {describe(sample)}  {shown}")
+    for server in servers.values():
+        server.stop()
+    variants = [ThreadsVariant(count, Series(samples[count]), seen[count]) for count in counts]
+    return ThreadsSection(
+        scenario.label, cores, args.workers, args.threads, variants, alone, tuple(master_threads)
+    )
+
+
+def threads_used(
+    before: dict[int, tuple[int, dict[int, int]]], after: dict[int, tuple[int, dict[int, int]]]
+) -> list[WorkerThreads]:
+    """Per worker, its OS threads and how many of them used CPU between the two readings:
+    an idle native pool thread counts in the first figure but not in the second."""
+    found = []
+    for pid, (count, ticks) in sorted(after.items()):
+        earlier = before.get(pid, (0, {}))[1]
+        found.append(
+            WorkerThreads(count, sum(1 for tid, used in ticks.items() if used > earlier.get(tid, 0)))
+        )
+    return found
 
 
 def describe(sample: Sample) -> str:

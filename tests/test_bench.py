@@ -3,6 +3,8 @@
 It trains the demo models into a fresh store, starts the service and both
 baselines under Gunicorn, drives them with wrk and writes the report; here only
 the harness is judged (every server answered, nothing failed), not the figures.
+The model threads section is too long for a test; its model and its thread
+counting are checked on their own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.bodies import dataset_rows
+from bench.mlp import NAME, ensure_mlp
+from bench.results import WorkerThreads
+from bench.runner import threads_used
+from bench.store import load
+from service.models.store import ModelStore
 from tests.servers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -71,3 +79,18 @@ def test_quick_benchmark_reports_every_server(tmp_path: Path) -> None:
         assert cells[-1] == "ok", (label, cells)
     assert "FAIL" not in report.split("## Goals", 1)[0]
     assert "## Problems" not in report  # includes the check that all three answer alike
+
+
+def test_the_threads_model_is_trained_once_and_passes_the_services_checks(tmp_path: Path) -> None:
+    assert ensure_mlp(tmp_path)
+    assert not ensure_mlp(tmp_path)  # already there: kept, not retrained
+    # The service's own loader: manifest, SHA-256 of the artifact, estimator against manifest.
+    served = ModelStore(tmp_path).load(NAME, "1")
+    rows = dataset_rows(NAME, load(NAME, tmp_path).manifest)
+    assert served.estimator.predict_proba(rows[:1000]).shape == (min(len(rows), 1000), 2)
+
+
+def test_threads_that_ran_are_those_whose_cpu_time_grew() -> None:
+    before = {7: (3, {7: 5, 8: 2, 9: 0})}
+    after = {7: (4, {7: 6, 8: 2, 9: 0, 10: 1}), 20: (2, {20: 0, 21: 3})}  # 10 and worker 20 are new
+    assert threads_used(before, after) == [WorkerThreads(4, 2), WorkerThreads(2, 1)]
