@@ -87,8 +87,12 @@ class LoadedModel:
         self._has_probabilities = self.manifest.task == "classification" and hasattr(
             self.estimator, "predict_proba"
         )
-        self._one_pass = self._has_probabilities and isinstance(_final_step(self.estimator), _LABEL_IS_ARGMAX)
         self._classes = np.asarray(getattr(self.estimator, "classes_", ()))
+        self._one_pass = (
+            self._has_probabilities
+            and self._classes.ndim == 1  # one output; a multi-output model answers with a list
+            and isinstance(_final_step(self.estimator), _LABEL_IS_ARGMAX)
+        )
 
     @property
     def name(self) -> str:
