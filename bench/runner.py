@@ -47,6 +47,7 @@ SINGLE_CONNECTIONS = (1, 8, 64)
 BATCH_CONNECTIONS = (1, 4)
 THREADS_CONNECTIONS = 4  # as in the busiest batch scenario: more requests in flight than workers
 MEMORY_WORKERS = (1, 4)
+THREADS_STORE = "threads-store"  # under the run's temporary folder
 UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
 MEMORY_LOAD_SECONDS = 2
 TRAIN_TIMEOUT = 600
@@ -348,7 +349,8 @@ def run(args: argparse.Namespace, work: Path) -> Report:
     wrk.wrk_binary()
     ensure_demo_models(args.store)
     if not args.quick:
-        ensure_threads_model(args.store)
+        # A store of its own: the bench-only model never joins the models `make serve` serves.
+        ensure_threads_model(work / THREADS_STORE)
     stored = {name: load(name, args.store) for name in MODELS}
     bodies = {name: write_bodies(name, stored[name].manifest, work) for name in MODELS}
     scenarios = build_scenarios(bodies, args.quick)
@@ -387,7 +389,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
             # Measured: stopped now, they hold no memory or CPU through the threads section.
             for server in servers.values():
                 server.stop()
-            mlp = load(MLP_NAME, args.store)
+            mlp = load(MLP_NAME, work / THREADS_STORE)
             mlp_bodies = write_bodies(MLP_NAME, mlp.manifest, work)
             report.threads = run_threads(args, logs, mlp.estimator, mlp_bodies, stack)
 
@@ -445,6 +447,7 @@ def run_threads(
             f"service-threads-{count}",
             args,
             logs,
+            SERVICE_MODEL_STORE=str(logs.parent / THREADS_STORE),
             SERVICE_MODELS=MLP_NAME,
             SERVICE_DEFAULT_MODEL=MLP_NAME,
             SERVICE_MODEL_THREADS=str(count),

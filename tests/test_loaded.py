@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
+from service.errors import PredictionFailed
 from service.models.introspect import describe_estimator
 from service.models.loaded import LoadedModel
 
@@ -65,3 +66,12 @@ def test_labels_are_what_predict_answers(estimator: Any, classes: int, labels: s
     answer = model.predict(rows)
     assert answer.values.tolist() == estimator.predict(rows).tolist()
     assert np.array_equal(answer.probabilities, estimator.predict_proba(rows))
+
+
+def test_a_non_finite_probability_is_a_prediction_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimator no longer scans its input for NaN (the service has); its output is checked."""
+    features, target = data(3, "strings")
+    model = served(LogisticRegression(max_iter=500), features, target)
+    monkeypatch.setattr(model.estimator, "predict_proba", lambda rows: np.full((len(rows), 3), np.nan))
+    with pytest.raises(PredictionFailed):
+        model.predict(features[:2])
