@@ -5,28 +5,47 @@ the ``SERVICE_`` prefix, plus ``HOST``/``PORT``), so the service and its server
 are configured in one place.
 """
 
+import atexit
 import gc
 import glob
 import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
+
+# Gunicorn reads this file again, in the same master process, on SIGHUP. Work
+# that must happen once per server (cleaning the metrics directory, turning
+# the collector off while the app loads) is done on the first reading only.
+_MASTER_PID = str(os.getpid())
+_FIRST_READING = os.environ.get("SERVICE_GUNICORN_MASTER") != _MASTER_PID
+os.environ["SERVICE_GUNICORN_MASTER"] = _MASTER_PID
 
 # --- Metrics directory ---------------------------------------------------------
 # Workers are separate processes; prometheus_client sums their samples from files
 # in one directory. It picks that storage when it is first imported (through
 # the service below), so the directory is set first: the operator's own
-# PROMETHEUS_MULTIPROC_DIR, cleaned of a previous run's files, or a fresh one.
-if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-    if os.environ.get("SERVICE_METRICS_DIR_CLEANED_BY") != str(os.getpid()):  # not again on reload
+# PROMETHEUS_MULTIPROC_DIR, cleaned of a previous run's files, or a fresh one
+# that is removed when the master exits, however it exits. A reload (SIGHUP)
+# keeps the directory and its files: counters go on from where they were.
+if _FIRST_READING:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
             os.remove(stale)
-        os.environ["SERVICE_METRICS_DIR_CLEANED_BY"] = str(os.getpid())
-    _own_metrics_dir = None
-else:
-    _own_metrics_dir = tempfile.mkdtemp(prefix="sklearn-service-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+    else:
+        _own_metrics_dir = tempfile.mkdtemp(prefix="sklearn-service-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+        def _remove_own_metrics_dir(directory=_own_metrics_dir, master=_MASTER_PID):
+            # Workers are forked from the master and run its exit handlers too.
+            if str(os.getpid()) == master:
+                shutil.rmtree(directory, ignore_errors=True)
+
+        # atexit rather than on_exit: it also runs when the start fails (a bad
+        # setting, a port in use) before any server hook would.
+        atexit.register(_remove_own_metrics_dir)
 
 from gunicorn import util
 from prometheus_client import multiprocess
@@ -44,7 +63,8 @@ from service.logs import ACCESS_LOG_FORMAT, logging_config
 # objects would leave holes that later allocations fill, dirtying shared pages);
 # everything loaded is frozen out of its reach before each fork, and each worker
 # collects only what it allocates itself.
-gc.disable()
+if _FIRST_READING:
+    gc.disable()
 
 settings = Settings.from_env()
 
@@ -141,16 +161,27 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):
+    # The master kills a worker graceful_timeout after it asked it to stop
+    # (SIGTERM, also sent on SIGHUP). Note when that is, so that worker_exit
+    # knows how long the audit log's writer may take.
+    begin_graceful_stop = worker.handle_exit
+
+    def stop(signum, frame):
+        if getattr(worker, "killed_at", None) is None:
+            worker.killed_at = time.monotonic() + settings.graceful_timeout
+        begin_graceful_stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def worker_exit(server, worker):
-    # A gracefully stopped worker writes out its queued audit lines first.
+    # A gracefully stopped worker writes out its queued audit lines first,
+    # finishing a moment before the master would kill it.
     audit = server.app.wsgi().extensions[EXTENSION_KEY].audit
     if audit is not None:
-        audit.close()
-
-
-def on_exit(server):
-    if _own_metrics_dir is not None:
-        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+        killed_at = getattr(worker, "killed_at", None) or time.monotonic() + settings.graceful_timeout
+        audit.close(deadline=killed_at - 1.0)
 
 
 def post_fork(server, worker):

@@ -251,14 +251,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: int) -> Server:
+def _spawn(
+    name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: int, cwd: Path = REPO_ROOT
+) -> Server:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     # A file, not a pipe: nobody reads a pipe during the run, and a full one would stall the server.
     log = log_path.open("ab")
     proc = subprocess.Popen(
         argv,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -276,10 +278,12 @@ def start_service(
     workers: int,
     threads: int,
     config: str = "gunicorn.conf.py",
+    cwd: Path = REPO_ROOT,
     **settings: str,
 ) -> Server:
     """The real service, exactly as deployed: ``gunicorn -c gunicorn.conf.py wsgi:app``
-    (``config``: another settings file, for the memory comparison)."""
+    (``config``: another settings file, for the memory comparison; ``cwd``: another
+    checkout of the service, to compare two versions)."""
     port = free_port()
     env = _clean_env(
         {
@@ -293,7 +297,7 @@ def start_service(
         }
     )
     argv = [sys.executable, "-m", "gunicorn", "-c", config, "wsgi:app"]
-    return _spawn(name, argv, env, log_dir, port)
+    return _spawn(name, argv, env, log_dir, port, cwd)
 
 
 def start_baseline(

@@ -21,6 +21,7 @@ from service.api import (
     predict,
     problems,
     request_ids,
+    wsgi_input,
 )
 from service.audit import PredictionAuditLog
 from service.config import Settings
@@ -43,19 +44,24 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     # Werkzeug would answer '//predict' with an HTML redirect; a client that
     # sends a wrong path gets a JSON 404 instead.
     app.url_map.merge_slashes = False
+    # A body the server cannot read to its end (broken chunked framing, shorter
+    # than its Content-Length) is the client's fault: a 400 on every route.
+    app.wsgi_app = wsgi_input.CheckedBodies(app.wsgi_app)
     json_provider.init_app(app)  # orjson; keys keep type/title/status/detail and manifest order
 
     store = ModelStore(settings.model_store)
     registry = load_registry(
         store, settings.models, settings.model_versions, strict_versions=settings.strict_versions
     )
-    audit = PredictionAuditLog(settings.prediction_log) if settings.prediction_log else None
+    request_ids.init_app(app)
+    recorded = metrics.init_app(app, registry.entries())
+    audit = None
+    if settings.prediction_log:
+        audit = PredictionAuditLog(settings.prediction_log, on_dropped=recorded.audit_lines_dropped.inc)
     app.extensions[EXTENSION_KEY] = ServiceState(
         settings=settings, store=store, registry=registry, audit=audit
     )
 
-    request_ids.init_app(app)
-    metrics.init_app(app, registry.entries())
     problems.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(predict.bp)

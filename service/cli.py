@@ -21,7 +21,7 @@ from service.errors import ModelLoadError
 from service.models import ModelStore
 from service.models.introspect import IntrospectionError, describe_estimator
 from service.models.manifest import NAME_PATTERN
-from service.models.store import runtime_versions
+from service.models.store import bounded, runtime_versions
 
 models = AppGroup("models", help="List, add and verify models in the model store.")
 
@@ -33,7 +33,7 @@ def _store() -> ModelStore:
 
 
 def _valid_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not NAME_PATTERN.match(value):
+    if value is not None and not NAME_PATTERN.fullmatch(value):
         raise click.BadParameter("use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return value
 
@@ -48,6 +48,8 @@ def list_models() -> None:
         return
     for name in names:
         versions = store.versions(name)
+        if not versions:
+            click.echo(f"  {name:<20} {'-':<8} INVALID: {_unlisted(store, name)}")
         for version in versions:
             mark = "*" if version == versions[-1] else " "
             try:
@@ -57,7 +59,9 @@ def list_models() -> None:
                     f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
                 )
             except ModelLoadError as error:
-                summary = f"INVALID: {error.reason}"
+                summary = f"INVALID: {bounded(error.reason)}"
+            except Exception as error:  # one bad model is reported; the listing goes on
+                summary = f"INVALID: {bounded(f'{type(error).__name__}: {error}')}"
             click.echo(f"{mark} {name:<20} {version:<8} {summary}")
 
 
@@ -133,7 +137,12 @@ def verify_models() -> None:
     failures = 0
     checked = 0
     for name in store.names():
-        for version in store.versions(name):
+        versions = store.versions(name)
+        if not versions:
+            checked += 1
+            failures += 1
+            click.echo(f"FAIL {name} -: {_unlisted(store, name)}")
+        for version in versions:
             checked += 1
             problem = _verify(store, name, version)
             failures += problem is not None
@@ -151,10 +160,19 @@ def _verify(store: ModelStore, name: str, version: str) -> str | None:
     try:
         store.load(name, version).warm_up()
     except ModelLoadError as error:
-        return error.reason
+        return bounded(error.reason)
     except Exception as error:  # any failure of the model itself is the answer here
-        return f"{type(error).__name__}: {error}"
+        return bounded(f"{type(error).__name__}: {error}")
     return None
+
+
+def _unlisted(store: ModelStore, name: str) -> str:
+    """Why a model that the store names has no versions to show (its directory cannot be listed)."""
+    try:
+        store.resolve(name)
+    except ModelLoadError as error:
+        return bounded(error.reason)
+    return "its versions vanished while it was listed"
 
 
 def init_app(app: Flask) -> None:

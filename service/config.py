@@ -110,6 +110,9 @@ class Settings:
     # A CSV file is scored as it streams, so its size is not bounded by memory;
     # this limit only stops an endless upload.
     max_upload_bytes: int = 512 * MIB
+    # A CSV header wider than this is refused: columns cost work on every row,
+    # and no model needs thousands of columns passed through.
+    max_csv_columns: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -157,4 +160,5 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_PREDICTION_LOG": ("prediction_log", lambda raw: Path(raw.strip())),
     "SERVICE_DEMO": ("demo", _boolean),
     "SERVICE_MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int),
+    "SERVICE_MAX_CSV_COLUMNS": ("max_csv_columns", _positive_int),
 }

@@ -7,7 +7,7 @@ problem-details responses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -35,21 +35,70 @@ class ModelNotReady(ServiceError):
         self.reason = reason
 
 
-class InvalidInput(ServiceError):
-    """The request is well-formed JSON but its values do not fit the model.
+# An error answer names at most this many bad fields (counted over all rows),
+# then how many more there are: a request of a few MiB can hold hundreds of
+# thousands of bad fields, and an answer listing them all would be larger than
+# the request and take longer to write than to refuse.
+MAX_LISTED_ERRORS = 100
 
-    ``errors`` names each bad field (keyed by row index first for batches).
+
+class InvalidInput(ServiceError):
+    """The request is well-formed but its values do not fit the model.
+
+    ``errors`` names each bad field (keyed by row index first for batches), at
+    most ``MAX_LISTED_ERRORS`` of them in order; ``omitted`` counts the bad
+    fields found beyond those.
     """
 
     def __init__(self, detail: str, errors: Mapping[str, Any] | None = None) -> None:
+        self.errors, listed, total = _first_errors(errors or {}, MAX_LISTED_ERRORS)
+        self.omitted = total - listed
+        if self.omitted:
+            detail += f" The first {listed} bad fields are listed in 'errors'; {self.omitted} more are not."
         super().__init__(detail)
-        self.errors = dict(errors or {})
+
+
+def _first_errors(errors: Mapping[str, Any], budget: int) -> tuple[dict[str, Any], int, int]:
+    """(the first ``budget`` fields of ``errors``, how many were kept, how many there are).
+
+    A field is a key whose value is a list of messages; a mapping (a row, an
+    envelope) holds fields of its own and counts as the fields it holds.
+    """
+    kept: dict[str, Any] = {}
+    listed = total = 0
+    for key, value in errors.items():
+        if isinstance(value, dict):
+            inner, inner_listed, inner_total = _first_errors(value, budget - listed)
+            if inner:
+                kept[key] = inner
+            listed += inner_listed
+            total += inner_total
+        else:
+            total += 1
+            if listed < budget:
+                kept[key] = value
+                listed += 1
+    return kept, listed, total
+
+
+def listing(names: Sequence[str], limit: int = 10) -> str:
+    """``a, b, c``; past ``limit`` names, ``a, b, ... and 7 more``: a message stays short."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
 
 
 class TooManyRows(ServiceError):
     def __init__(self, rows: int, limit: int) -> None:
         super().__init__(f"The request has {rows} rows; at most {limit} are accepted per request.")
         self.rows = rows
+        self.limit = limit
+
+
+class TooManyColumns(ServiceError):
+    def __init__(self, columns: int, limit: int) -> None:
+        super().__init__(f"The file's header has {columns} columns; at most {limit} are accepted.")
+        self.columns = columns
         self.limit = limit
 
 
@@ -97,6 +146,11 @@ class IncompatibleVersion(ModelLoadError):
 
 class MalformedRequest(ServiceError):
     """The body is not JSON at all (syntax, encoding, duplicate keys)."""
+
+
+class UnreadableBody(ServiceError):
+    """The request body cannot be read to its end: broken chunked framing, shorter than its
+    Content-Length, or the connection closed early. The client's fault, never the server's."""
 
 
 class UnsupportedMediaType(ServiceError):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
-from collections.abc import Iterable
+import signal
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
+import pytest
 
 from service.models import ModelStore
 from service.models.introspect import describe_estimator
@@ -55,3 +59,26 @@ def random_rows(features: Iterable[Feature], rng: random.Random, count: int) -> 
             row[feature.name] = round(value) if feature.type == "int" else round(value, 4)
         rows.append(row)
     return rows
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Fail the test if the block runs longer than ``seconds`` (main thread only).
+
+    SIGALRM interrupts a blocking system call (opening a FIFO that nobody writes
+    to, say), so a hang fails the test instead of stopping the run. The failure is
+    pytest's own, a BaseException: code under test that catches ``Exception`` or
+    ``OSError`` cannot swallow it. The alarm repeats each second until the block
+    ends, in case one was swallowed anyway.
+    """
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        pytest.fail(f"still running after {seconds}s: something blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -231,6 +231,42 @@ def parent_pid(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def worker_pids(server: Server) -> list[int]:
+    """The master's children, found through /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if parent_pid(int(stat.parent.name)) == server.proc.pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended meanwhile
+    return sorted(children)
+
+
+def worker_pid(server: Server) -> int:
+    """The one worker of a server started with SERVICE_WORKERS=1."""
+    children = worker_pids(server)
+    assert len(children) == 1, children
+    return children[0]
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM, the peak resident set size of a process, in bytes."""
+    return _status_kib(pid, "VmHWM") * 1024
+
+
+def rss(pid: int) -> int:
+    """VmRSS, the resident set size of a process now, in bytes."""
+    return _status_kib(pid, "VmRSS") * 1024
+
+
 def post_json(server: Server, path: str, body: Any, **kwargs: Any) -> requests.Response:
     return http("POST", server.url(path), data=json.dumps(body), headers={"Content-Type": JSON}, **kwargs)
 

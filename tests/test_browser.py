@@ -1,8 +1,10 @@
 """The API docs in a real headless Chromium (Debian's, installed by `make browser-deps`).
 
 The browser talks to the live Gunicorn server. Every request the pages make must
-stay on that server: the docs work on a network without internet. Set
-SCREENSHOTS_DIR to keep the screenshots (`make screenshots` writes docs/).
+stay on that server, and none may even be tried elsewhere (and then blocked by
+the pages' Content-Security-Policy): the docs work on a network without
+internet, under a policy that nothing on them breaks. Set SCREENSHOTS_DIR to keep
+the screenshots (`make screenshots` writes docs/).
 """
 
 from __future__ import annotations
@@ -38,17 +40,23 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object, docs_server: Server) -> Iterator[object]:
-    """A page that records every host it sends a request to."""
+    """A page that records every host it sends a request to, and what its policy refused."""
     page = browser.new_page()  # type: ignore[attr-defined]
     sent: list[str] = []
-    blocked: list[str] = []
+    refused: list[str] = []
     page.on("request", lambda request: sent.append(request.url))
-    # The page's Content-Security-Policy stops a request before it leaves the browser.
-    page.on("requestfailed", lambda request: request.failure == "csp" and blocked.append(request.url))
+    # The page's Content-Security-Policy stops a request before it leaves the
+    # browser, and refuses scripts, styles and workers with a console message.
+    page.on("requestfailed", lambda request: request.failure == "csp" and refused.append(request.url))
+    page.on(
+        "console",
+        lambda message: "Content Security Policy" in message.text and refused.append(message.text),
+    )
     yield page
     page.close()
-    hosts = {urlsplit(url).netloc for url in sent if url.startswith("http") and url not in blocked}
+    hosts = {urlsplit(url).netloc for url in sent if url.startswith("http")}
     assert hosts <= {f"127.0.0.1:{docs_server.port}"}, hosts
+    assert not refused, refused
 
 
 def screenshot(page: object, name: str, tmp_path: Path) -> Path:
@@ -103,3 +111,17 @@ def test_redoc_renders_the_reference(page: object, docs_server: Server, tmp_path
     heading.wait_for(timeout=TIMEOUT_MS)
     assert page.locator("h1", has_text="scikit-learn model service").first.is_visible()  # type: ignore[attr-defined]
     screenshot(page, "redoc.png", tmp_path)
+
+
+def test_redoc_shows_no_broken_image(page: object, docs_server: Server) -> None:
+    """ReDoc's logo (from a CDN, as shipped) comes from the service, and loads."""
+    page.goto(docs_server.url("/redoc"))  # type: ignore[attr-defined]
+    heading = page.locator("h2", has_text="Predict with the default model: iris").first  # type: ignore[attr-defined]
+    heading.wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+    images = page.eval_on_selector_all(  # type: ignore[attr-defined]
+        "img", "images => images.map(i => ({src: i.src, loaded: i.complete && i.naturalWidth > 0}))"
+    )
+    assert images, "ReDoc shows its logo in the side menu"
+    for image in images:
+        assert image["loaded"] and image["src"].startswith(docs_server.url("/")), image

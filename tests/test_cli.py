@@ -256,8 +256,10 @@ def test_add_refuses_an_existing_version(
         (["--name", "churn", "--target", "churned"], "--target needs --sample"),
         (["--name", "no/slashes"], "Invalid value for '--name'"),
         (["--name", "churn", "--version", "../1"], "Invalid value for '--version'"),
+        (["--name", "nl\n"], "Invalid value for '--name'"),
+        (["--name", "churn", "--version", "7\n"], "Invalid value for '--version'"),
     ],
-    ids=["target-without-sample", "bad-name", "bad-version"],
+    ids=["target-without-sample", "bad-name", "bad-version", "name-newline", "version-newline"],
 )
 def test_add_refuses_bad_options(
     make_app: Callable[..., Flask],

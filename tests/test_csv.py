@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from service.api import csv_predict, csv_reading
+from service.api import csv_reading, csv_scoring
 from tests.estimators import ExplodingRegressor
 from tests.helpers import store_model
 
@@ -92,7 +92,7 @@ def json_batch(client: FlaskClient, name: str, rows: list[dict[str, Any]]) -> di
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Chunks of 10 lines, so that files of a few dozen rows have several."""
-    monkeypatch.setattr(csv_predict, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(csv_scoring, "CHUNK_ROWS", 10)
     return 10
 
 
@@ -375,15 +375,21 @@ def test_bad_rows_in_the_first_chunk_are_a_422_by_line(client: FlaskClient) -> N
     assert body["detail"].startswith("2 of the first 20 rows are invalid")
 
 
-def test_a_422_lists_at_most_fifty_bad_lines(client: FlaskClient) -> None:
-    text = iris_file(100, {line: f"{line},x,3.5,1.4,0.2" for line in range(2, 72)})
-    body = assert_problem(post_csv(client, text), 422)
-    assert len(body["errors"]) == 50 and "line 2" in body["errors"] and "line 52" not in body["errors"]
-    assert "70 of the first 100 rows" in body["detail"] and "20 more" in body["detail"]
+def test_a_422_lists_at_most_a_hundred_bad_fields_then_counts_the_rest(client: FlaskClient) -> None:
+    one_bad_field = iris_file(200, {line: f"{line},x,3.5,1.4,0.2" for line in range(2, 152)})
+    body = assert_problem(post_csv(client, one_bad_field), 422)
+    assert list(body["errors"]) == [f"line {line}" for line in range(2, 102)]
+    assert body["errors_omitted"] == 50
+    assert "150 of the first 200 rows" in body["detail"] and "50 more are not" in body["detail"]
+
+    two_bad_fields = iris_file(100, {line: f"{line},x,3.5,1.4,y" for line in range(2, 62)})
+    body = assert_problem(post_csv(client, two_bad_fields), 422)
+    assert list(body["errors"]) == [f"line {line}" for line in range(2, 52)]  # 50 lines x 2 fields
+    assert body["errors_omitted"] == 20
 
 
 def test_the_first_chunk_is_the_first_ten_thousand_lines_after_the_header(client: FlaskClient) -> None:
-    assert csv_predict.CHUNK_ROWS == 10_000
+    assert csv_scoring.CHUNK_ROWS == 10_000
     last_of_first = iris_file(10_500, {10_001: "x,5.1,3.5,1.4,oops"})
     body = assert_problem(post_csv(client, last_of_first), 422)
     assert list(body["errors"]) == ["line 10001"]

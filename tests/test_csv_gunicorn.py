@@ -15,7 +15,7 @@ import pytest
 import requests
 from sklearn import datasets
 
-from tests.servers import Server, local_session, media_type, parent_pid, running_server
+from tests.servers import Server, local_session, media_type, peak_rss, running_server, worker_pid
 
 pytestmark = pytest.mark.integration
 
@@ -57,27 +57,6 @@ def iris_rows(server: Server) -> list[tuple[str, str]]:
     assert response.status_code == 200, response.text
     texts = [",".join(repr(record[column]) for column in COLUMNS[1:]) for record in records]
     return list(zip(texts, response.json()["predictions"], strict=True))
-
-
-def worker_pid(server: Server) -> int:
-    """The one worker: the master's child, found through /proc."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if parent_pid(int(stat.parent.name)) == server.proc.pid:
-                children.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue  # a process that ended meanwhile
-    assert len(children) == 1, children
-    return children[0]
-
-
-def peak_rss(pid: int) -> int:
-    """VmHWM, the peak resident set size of a process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
 
 
 def generated_file(rows: list[tuple[str, str]], count: int, bad_row: int | None = None) -> Iterator[bytes]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import string
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from markdown_it import MarkdownIt
 from sklearn.linear_model import LogisticRegression
 
+from service.api.openapi import literal_markdown
 from tests.helpers import store_model, tiny_frame
 
 
@@ -114,3 +119,28 @@ def test_docs_pages_use_only_local_assets(client: FlaskClient) -> None:
     assert client.get("/docs/assets/redoc/redoc.standalone.js").status_code == 200
     assert client.get("/docs/assets/other/x.js").status_code == 404
     assert client.get("/docs/assets/swagger/../../../etc/passwd").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        """<img src=x onerror="fetch('/beacon')">""",
+        "<script>fetch('/beacon')</script>",
+        "[x](javascript:fetch('/beacon')) ![y](/beacon) <https://example.com> www.example.com",
+        "# not a heading",
+        "1. not a list",
+        "- not a list either",
+        "*not* **emphasised** _at_ `all` ~~struck~~",
+        "&amp; &#60; stay as typed",
+        "a | b\n--- | ---\nnot | a table",
+        "Not a heading\n===",
+        "a backslash \\ and a trailing one \\",
+        string.punctuation,
+        "Sepal length (cm), 0-10; 95% of values",
+    ],
+)
+def test_literal_markdown_renders_exactly_the_text(text: str) -> None:
+    """A CommonMark renderer (with GitHub's tables and strikethrough) shows the text, and only text."""
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(literal_markdown(text))
+    assert re.findall(r"<[^>]*>", rendered) == ["<p>", "</p>"], rendered
+    assert unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == text

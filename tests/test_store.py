@@ -88,6 +88,13 @@ def test_manifest_that_is_not_json(store_path: Path) -> None:
         ({"classes": None}, "classes"),
         ({"trained_with": {"python": "3.11"}}, "trained_with"),
         ({"surprise": 1}, "surprise"),
+        # '$' also matches before a final newline: every pattern must match the whole string
+        ({"name": "iris\n"}, "name"),
+        ({"version": "1\n"}, "version"),
+        ({"artifact": {"file": "model.joblib\n", "sha256": "0" * 64}}, "file"),
+        ({"artifact": {"file": "model.joblib", "sha256": "0" * 64 + "\n"}}, "sha256"),
+        ({"artifact": {"file": "..", "sha256": "0" * 64}}, "file"),
+        ({"artifact": {"file": "model\u0000.joblib", "sha256": "0" * 64}}, "file"),
     ],
 )
 def test_malformed_manifest_names_the_field(store_path: Path, changes: dict[str, Any], field: str) -> None:
@@ -107,6 +114,23 @@ def test_manifest_must_match_the_model(store_path: Path) -> None:
     edit_manifest(store_path / "iris" / "1", classes=["a", "b", "c"])
     with pytest.raises(ManifestError, match="classes"):
         ModelStore(store_path).load("iris", "1")
+
+
+def test_a_directory_name_ending_in_a_newline_is_not_discovered(store_path: Path, make_app: Any) -> None:
+    """``nl\\n/1`` and ``iris/1\\n`` are not models or versions, even with manifests that say so."""
+    named = store_path / "nl\n" / "1"
+    shutil.copytree(store_path / "iris" / "1", named)
+    edit_manifest(named, name="nl\n")
+    versioned = store_path / "iris" / "1\n"
+    shutil.copytree(store_path / "iris" / "1", versioned)
+    edit_manifest(versioned, version="1\n")
+    store = ModelStore(store_path)
+    assert store.names() == ["breast_cancer", "diabetes", "iris"]
+    assert store.versions("iris") == ["1"]
+    assert store.versions("nl\n") == []
+    ready = make_app(model_store=store_path).test_client().get("/ready")
+    assert ready.status_code == 200
+    assert sorted(ready.get_json()["models"]) == ["breast_cancer", "diabetes", "iris"]
 
 
 def test_versions_are_ordered_numerically(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import numpy as np
 
 from service.api.csv_upload import READ_SIZE, FileFault
 
-CHUNK_BYTES = 8 * 1024 * 1024  # ... or fewer, if their text is this large; also the longest line
+# A chunk holds rows up to this much text, and no line may be longer: the text
+# of a chunk, split into cells, is the largest thing a CSV request holds.
+CHUNK_BYTES = 1024 * 1024
 
 # --- Reading the CSV -------------------------------------------------------------
 
@@ -155,10 +157,3 @@ class CsvReader:
             texts.append(row_text[:-2] if row_text.endswith("\r\n") else row_text.removesuffix("\n"))
         starts = first_line + np.array([start for start, _ in spans], dtype=np.int64)
         return _Block(rows, texts, starts, [bad for bad in bad_lines if bad < first_line + done])
-
-
-def quote(cell: str) -> str:
-    """A cell as CSV text: quoted if it holds a comma, a quote or a line break."""
-    if any(char in cell for char in ',"\r\n'):
-        return '"' + cell.replace('"', '""') + '"'
-    return cell

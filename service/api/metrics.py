@@ -77,6 +77,9 @@ class ServiceMetrics:
             "prediction_rows_per_request", "Rows in one prediction request.", ["model"], buckets=_ROW_BUCKETS,
             **common,
         )  # fmt: skip
+        self.audit_lines_dropped = Counter(
+            "audit_lines_dropped", "Prediction audit log lines that could not be written.", **common
+        )
         self.model_load_duration = Gauge(
             "model_load_duration_seconds",
             "Time to load, verify and warm up a model at start.",
@@ -138,7 +141,7 @@ def _end(_: BaseException | None) -> None:
         metrics().in_flight.dec()
 
 
-def init_app(app: Flask, registry_entries: list[Any]) -> None:
+def init_app(app: Flask, registry_entries: list[Any]) -> ServiceMetrics:
     recorded = ServiceMetrics()
     app.extensions[EXTENSION_KEY] = recorded
     for entry in registry_entries:
@@ -150,3 +153,4 @@ def init_app(app: Flask, registry_entries: list[Any]) -> None:
     app.after_request(_finish)
     app.teardown_request(_end)
     app.register_blueprint(bp)
+    return recorded

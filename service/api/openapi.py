@@ -5,10 +5,15 @@ app's URL map, so a route without a declaration fails the tests rather than
 going undocumented. Prediction routes are described once per served model, with
 that model's row schema (built from its manifest) and a worked example taken
 from its typical training row, so the document changes when a model is added.
+
+A model's texts (description, feature names and descriptions) are whatever its
+author typed, and description fields are CommonMark that Swagger UI and ReDoc
+render as HTML: model texts enter those fields only through ``literal_markdown``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +32,32 @@ from service.models.inputs import row_schema
 
 OPENAPI_VERSION = "3.1.0"
 ERROR_DESCRIPTIONS = {
-    400: "The body is not JSON (syntax, encoding, a repeated key).",
+    400: "The body is not JSON (syntax, encoding, a repeated key), or cannot be read to its end "
+    "(broken chunked framing, shorter than its Content-Length).",
     404: "No such model or route.",
-    413: "The body or the number of rows is over the limit.",
+    413: "The body, the number of rows or a CSV header's columns is over the limit.",
     415: "The body is not sent as application/json.",
     422: "The JSON does not fit the model; `errors` names each bad field.",
     500: "A fault in the service; the answer carries a request id.",
     503: "The model is not ready.",
 }
+
+
+# CommonMark's ASCII punctuation: any of it may be backslash-escaped, and an escaped
+# character is always literal text (https://spec.commonmark.org/0.31.2/#backslash-escapes).
+_ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def literal_markdown(text: str) -> str:
+    """Plain text as CommonMark that renders exactly that text, markup-free.
+
+    Every ASCII punctuation character is backslash-escaped: every construct of
+    CommonMark and of GitHub's Markdown (HTML, links, images, emphasis, code,
+    entities, headings, lists, tables, www. autolinks) needs one unescaped.
+    Escaping only ``<``, ``>`` and ``&`` would keep HTML out but still turn
+    ``[x](url)`` into a link.
+    """
+    return _ASCII_PUNCTUATION.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -111,7 +134,8 @@ def build_document(
     per_model = {model.name: _ModelParts.register(spec, model, max_rows) for model in models}
     # Tags in reading order: the default model first, then the others, then the rest.
     for name in sorted(per_model, key=lambda name: (name != default_model, name)):
-        spec.tag({"name": name, "description": per_model[name].model.manifest.description or ""})
+        description = per_model[name].model.manifest.description or ""
+        spec.tag({"name": name, "description": literal_markdown(description)})
     spec.tag({"name": "models", "description": "The served models and their metadata."})
     spec.tag({"name": "health", "description": "Liveness and readiness probes."})
     spec.tag({"name": "docs", "description": "This documentation."})
@@ -201,12 +225,17 @@ class _ModelParts:
         row_name = f"{name}.Row"
         spec.components.schema(row_name, schema=row_schema(model.manifest))
         properties = spec.components.schemas[row_name]["properties"]
+        for feature in model.manifest.features:
+            # The row schema also validates, and knows nothing of Markdown: escape here.
+            if feature.description:
+                properties[feature.name]["description"] = literal_markdown(feature.description)
         feature_names = model.manifest.feature_names
+        in_order = literal_markdown(", ".join(feature_names))
         spec.components.schema(
             f"{name}.RowList",
             {
                 "type": "array",
-                "description": f"One row as values in manifest order: {', '.join(feature_names)}.",
+                "description": f"One row as values in manifest order: {in_order}.",
                 "prefixItems": [properties[feature] for feature in feature_names],
                 "minItems": len(feature_names),
                 "maxItems": len(feature_names),
@@ -250,7 +279,7 @@ class _ModelParts:
         manifest = self.model.manifest
         return {
             "summary": f"{doc.summary}: {manifest.name}",
-            "description": f"{manifest.description or ''}\n\n{doc.description}".strip(),
+            "description": f"{literal_markdown(manifest.description or '')}\n\n{doc.description}".strip(),
             "tags": [manifest.name],
             "operationId": f"{endpoint}_{manifest.name}".replace(".", "_").replace("-", "_"),
             "requestBody": {

@@ -23,7 +23,9 @@ from service.errors import (
     ModelNotReady,
     PredictionFailed,
     ServiceError,
+    TooManyColumns,
     TooManyRows,
+    UnreadableBody,
     UnsupportedMediaType,
 )
 
@@ -34,8 +36,10 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # exception -> (status, type slug, title). The most specific class wins.
 PROBLEM_TYPES: dict[type[ServiceError], tuple[int, str, str]] = {
     MalformedRequest: (400, "malformed-request", "Malformed request body"),
+    UnreadableBody: (400, "unreadable-body", "Request body could not be read"),
     ModelNotFound: (404, "model-not-found", "Model not found"),
     TooManyRows: (413, "too-many-rows", "Too many rows"),
+    TooManyColumns: (413, "too-many-columns", "Too many columns"),
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     InvalidInput: (422, "invalid-input", "Invalid input"),
     ModelNotReady: (503, "model-not-ready", "Model not ready"),
@@ -64,8 +68,11 @@ def _lookup(error: ServiceError) -> tuple[int, str, str]:
 def handle_service_error(error: ServiceError) -> Response:
     status, slug, title = _lookup(error)
     extra: dict[str, Any] = {}
-    if isinstance(error, InvalidInput) and error.errors:
-        extra["errors"] = error.errors
+    if isinstance(error, InvalidInput):
+        if error.errors:
+            extra["errors"] = error.errors
+        if error.omitted:
+            extra["errors_omitted"] = error.omitted
     if status >= 500:
         # The cause (the model's own exception) is for the log, not the client.
         log.error("%s (request id %s)", error.detail, g.get("request_id"), exc_info=error)

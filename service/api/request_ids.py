@@ -14,12 +14,13 @@ from flask.wrappers import Response
 
 HEADER = "X-Request-ID"
 # Anything else (long, or with characters that could forge log lines) is replaced.
-_WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Matched with fullmatch: a ``$`` at the end would also match before a final newline.
+_WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _assign() -> None:
     sent = request.headers.get(HEADER, "")
-    g.request_id = sent if _WELL_FORMED.match(sent) else uuid.uuid4().hex
+    g.request_id = sent if _WELL_FORMED.fullmatch(sent) else uuid.uuid4().hex
 
 
 def _echo(response: Response) -> Response:

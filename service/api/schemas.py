@@ -26,6 +26,11 @@ class ProblemSchema(Schema):
             "description": "Invalid input only: messages per field (per row index first for several rows)."
         }
     )
+    errors_omitted = fields.Integer(
+        metadata={
+            "description": "Invalid input only: bad fields found beyond the first 100 listed in `errors`."
+        }
+    )
     request_id = fields.String(metadata={"description": "Server errors only: quote it when reporting."})
     models = fields.Dict(metadata={"description": "Readiness only: the status of each model."})
 

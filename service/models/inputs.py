@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, listing
 from service.models.manifest import Feature, Manifest
 from service.models.vectorised import VectorisedRows
 
 ROW_ERROR_KEY = "_row"
+LISTED_CATEGORIES = 10  # in the message for a value that is not one of them
 
 
 def _is_json_number(value: Any) -> bool:
@@ -66,7 +67,16 @@ def feature_field(feature: Feature) -> fields.Field:
     if feature.description:
         common["metadata"] = {"description": feature.description}
     if feature.type == "category":
-        return fields.String(validate=validate.OneOf(feature.categories), **common)
+        categories = feature.categories or ()
+        # The default message lists every category: for a feature with thousands,
+        # each bad value's message would be larger than the request.
+        error = None
+        if len(categories) > LISTED_CATEGORIES:
+            error = (
+                f"Must be one of the {len(categories)} categories in the model's manifest: "
+                f"{listing(categories, LISTED_CATEGORIES)}."
+            )
+        return fields.String(validate=validate.OneOf(categories, error=error), **common)
     if feature.type == "bool":
         return JsonBoolean(**common)
     bounds = []
@@ -90,6 +100,7 @@ class RowValidator:
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self._names = manifest.feature_names
+        self._known = frozenset(self._names)
         self._schema = row_schema(manifest)(unknown=RAISE)
         # A purely numeric model gets a float64 matrix (bools become 0/1); one
         # with categories gets an object matrix that keeps the strings.
@@ -104,7 +115,8 @@ class RowValidator:
             return checked.matrix
         values, errors = self._check(row)
         if errors:
-            raise InvalidInput(f"Invalid input: {', '.join(errors)}; see 'errors' for each field.", errors)
+            detail = f"Invalid input: {listing(list(errors))}; see 'errors' for each field."
+            raise InvalidInput(detail, errors)
         return self._matrix([values])
 
     def validate_many(self, rows: Sequence[Any]) -> np.ndarray:
@@ -151,7 +163,7 @@ class RowValidator:
                 return [], {
                     ROW_ERROR_KEY: [
                         f"Expected {len(self._names)} values in manifest order "
-                        f"({', '.join(self._names)}), got {len(row)}."
+                        f"({listing(self._names)}), got {len(row)}."
                     ]
                 }
             row = dict(zip(self._names, row, strict=True))
@@ -161,6 +173,15 @@ class RowValidator:
                     "A row must be an object of named features or a list of values in manifest order."
                 ]
             }
+        unknown = row.keys() - self._known
+        if unknown:
+            # Named here, in the body's order, rather than by the schema: it
+            # would build its error for each of (perhaps) hundreds of thousands
+            # of keys more slowly than the request took to arrive.
+            known = {key: value for key, value in row.items() if key not in unknown}
+            _, errors = self._check(known)
+            messages = [self._schema.error_messages["unknown"]]  # one list shared by every key
+            return [], {**errors, **{key: messages for key in row if key in unknown}}
         try:
             loaded = self._schema.load(row)
         except ValidationError as error:

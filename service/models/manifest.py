@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from marshmallow import (
     RAISE,
     Schema,
@@ -29,8 +31,50 @@ MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
 FEATURE_TYPES = ("float", "int", "category", "bool")
 TASKS = ("classification", "regression")
-# Names become URL path segments and directory names: keep them boring.
+# Names become URL path segments and directory names: keep them boring. Match
+# it with ``fullmatch`` only: ``$`` also matches before a final newline, so
+# ``.match`` takes 'nl\n'. The ``^...$`` form is kept for the OpenAPI document,
+# whose ECMA-262 patterns read ``$`` as the end of the string (``\Z`` is not one).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A file name in the version's own directory: no separators, no '.' or '..', no
+# control characters (a NUL cannot even be passed to the operating system).
+FILE_NAME_PATTERN = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+# Limits on a manifest, checked before the schema sees it. A real manifest is a
+# few KiB: about eight values per feature, plus category lists, at most a few
+# levels deep. These bound what one bad file can cost the process that loads
+# every model at start-up:
+# - bytes: read at most this much (a stray multi-GiB file is refused unread);
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+# - depth: the root object is level 1, ``features`` 2, a feature 3, its
+#   categories 4; the free-form ``dataset`` gets the rest. Far below the depth at
+#   which rendering the manifest back as JSON (``GET /v1/models/NAME``) or any
+#   recursive code would fail;
+MAX_MANIFEST_DEPTH = 32
+# - values (containers and scalars, keys not counted): the schema spends tens of
+#   microseconds and about a KiB per bad value, so 100,000 bound a hostile
+#   manifest to seconds and megabytes. Room for some 12,000 described features,
+#   or a category feature with 90,000 categories.
+MAX_MANIFEST_VALUES = 100_000
+
+
+class ManifestLimitExceeded(ValueError):
+    """The manifest is larger, deeper or holds more values than any real one (see the limits)."""
+
+
+class WholeMatch(validate.Regexp):
+    """``validate.Regexp`` over the whole string.
+
+    ``validate.Regexp`` calls ``re.match``, where a pattern's ``$`` also matches
+    before a final newline. The pattern itself is unchanged, so the OpenAPI
+    document still shows it.
+    """
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 @dataclass(frozen=True)
@@ -105,10 +149,10 @@ class _ArtifactSchema(Schema):
         unknown = RAISE
 
     file = fields.String(
-        required=True, validate=validate.Regexp(r"^[^/\\]+$", error="must be a file name, not a path")
+        required=True, validate=WholeMatch(FILE_NAME_PATTERN, error="must be a file name, not a path")
     )
     sha256 = fields.String(
-        required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$", error="must be 64 lowercase hex digits")
+        required=True, validate=WholeMatch(SHA256_PATTERN, error="must be 64 lowercase hex digits")
     )
 
     @post_load
@@ -168,11 +212,11 @@ class ManifestSchema(Schema):
     format_version = fields.Integer(load_default=FORMAT_VERSION, validate=validate.Equal(FORMAT_VERSION))
     name = fields.String(
         required=True,
-        validate=validate.Regexp(NAME_PATTERN, error="must be 1-64 letters, digits, '_', '.' or '-'"),
+        validate=WholeMatch(NAME_PATTERN, error="must be 1-64 letters, digits, '_', '.' or '-'"),
     )
     version = fields.String(
         required=True,
-        validate=validate.Regexp(NAME_PATTERN, error="must be 1-64 letters, digits, '_', '.' or '-'"),
+        validate=WholeMatch(NAME_PATTERN, error="must be 1-64 letters, digits, '_', '.' or '-'"),
     )
     task = fields.String(required=True, validate=validate.OneOf(TASKS))
     description = fields.String(load_default=None, allow_none=True)
@@ -187,7 +231,8 @@ class ManifestSchema(Schema):
     @validates_schema
     def _check_consistency(self, data: dict[str, Any], **_: Any) -> None:
         names = [feature.name for feature in data.get("features", [])]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        # Counted in one pass: names.count() for each name took minutes on 100,000 features.
+        duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
         if duplicates:
             raise ValidationError(f"duplicate feature names: {', '.join(duplicates)}", "features")
         if "sklearn" not in data.get("trained_with", {}):
@@ -225,11 +270,38 @@ def parse_manifest(document: Any) -> Manifest:
     return ManifestSchema().load(document)
 
 
-def read_manifest(path: Path) -> Manifest:
-    """Read and validate ``model.json``; raises ``OSError``, ``ValueError`` or ``ValidationError``."""
-    with path.open("rb") as handle:
-        document = json.load(handle)
+def decode_manifest(data: bytes) -> Manifest:
+    """Decode and validate the bytes of ``model.json``.
+
+    Raises ``ManifestLimitExceeded``, ``orjson.JSONDecodeError`` (a ``ValueError``:
+    not RFC 8259 JSON in UTF-8) or ``marshmallow.ValidationError``. Never recurses
+    without bound: orjson stops at 1,024 levels, and the limits are checked
+    without recursion before the schema sees the document.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestLimitExceeded(f"is larger than {MAX_MANIFEST_BYTES:,} bytes (the size limit)")
+    document = orjson.loads(data)
+    _check_limits(document)
     return parse_manifest(document)
+
+
+def _check_limits(document: Any) -> None:
+    """Refuse a document deeper than MAX_MANIFEST_DEPTH or with more than MAX_MANIFEST_VALUES values."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    values = 1
+    while pending:
+        value, depth = pending.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_MANIFEST_DEPTH:
+            raise ManifestLimitExceeded(
+                f"is nested deeper than {MAX_MANIFEST_DEPTH} levels (the depth limit)"
+            )
+        children = value.values() if isinstance(value, dict) else value
+        values += len(children)
+        if values > MAX_MANIFEST_VALUES:  # counted before they are queued: memory stays bounded too
+            raise ManifestLimitExceeded(f"holds more than {MAX_MANIFEST_VALUES:,} values (the value limit)")
+        pending.extend((child, depth + 1) for child in children)
 
 
 def write_manifest(manifest: Manifest, path: Path) -> None:

@@ -23,7 +23,7 @@ from service.errors import (
     PredictionFailed,
 )
 from service.models.loaded import LoadedModel
-from service.models.store import ModelStore
+from service.models.store import ModelStore, bounded
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,11 @@ class ModelRegistry:
 def load_served_model(
     store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool
 ) -> ServedModel:
-    """Load, check and warm up one model; a failure is logged and returned, not raised."""
+    """Load, check and warm up one model; a failure is logged and returned, not raised.
+
+    Whatever a model's files make the loader raise, that model is not ready and
+    the others still serve; only KeyboardInterrupt and SystemExit go through.
+    """
     version = None
     started = time.perf_counter()
     try:
@@ -93,8 +97,16 @@ def load_served_model(
         except PredictionFailed as error:
             raise ModelLoadError(name, version, f"warm-up prediction failed: {error.__cause__!r}") from error
     except ModelLoadError as error:
-        log.error("not serving model: %s", error.detail)
-        return ServedModel(name=name, version=version, error=error.detail)
+        reason = bounded(error.detail)
+        log.error("not serving model: %s", reason)
+        return ServedModel(name=name, version=version, error=reason)
+    except Exception as error:
+        # Not a refusal the store foresaw: a bug, or something a pickled object
+        # does when it is inspected. The traceback goes to the log; the answers
+        # name only its type, as they do for any 500.
+        log.exception("not serving model %s version %s: unexpected error while loading", name, version)
+        reason = f"loading failed unexpectedly ({type(error).__name__}); the server log has the traceback"
+        return ServedModel(name=name, version=version, error=ModelLoadError(name, version, reason).detail)
     seconds = time.perf_counter() - started
     log.info("loaded model %s version %s in %.3fs", name, version, seconds)
     return ServedModel(name=name, version=version, model=model, load_seconds=seconds)

@@ -3,6 +3,12 @@
 A pickle runs code when it is loaded, so an artifact is unpickled only from the
 very bytes whose SHA-256 matched its manifest: the file is read once, hashed, and
 those bytes are what joblib loads (no window to swap the file in between).
+
+Every model is loaded at start-up, so nothing in one model's directory may stop
+or hang that: files are opened without blocking and read only if they are
+regular files, manifests are bounded (see ``manifest.py``), and symbolic links
+are followed only while they stay inside the store. Each refusal is a
+``ModelLoadError`` naming the file, and that model is not ready.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 import warnings
 from dataclasses import replace
@@ -35,13 +43,33 @@ from service.errors import (
 from service.models.loaded import LoadedModel
 from service.models.manifest import (
     MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
     NAME_PATTERN,
     Manifest,
-    read_manifest,
+    ManifestLimitExceeded,
+    decode_manifest,
     write_manifest,
 )
 
 log = logging.getLogger(__name__)
+
+# A reason ends up in /ready answers, /v1/models and log lines: a sentence, not a
+# dump. Longer ones (a schema error naming 100,000 bad entries, the message of an
+# exception raised inside a pickle) are cut to this many characters.
+MAX_REASON_CHARS = 1_000
+
+# Links are followed only while they stay in the store: a manifest linked to a
+# file elsewhere would have its keys quoted in /ready, an artifact elsewhere is
+# outside what the operator manages as the store.
+_LEAVES_STORE = "leads outside the model store (symbolic links are followed only within it)"
+
+
+def bounded(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``reason`` cut to at most ``limit`` characters, saying how many were cut."""
+    if len(reason) <= limit:
+        return reason
+    keep = limit - len(f"... ({len(reason)} more characters)")
+    return f"{reason[:keep]}... ({len(reason) - keep} more characters)"
 
 
 def version_key(version: str) -> tuple[Any, ...]:
@@ -82,6 +110,10 @@ def version_mismatches(trained_with: dict[str, str]) -> list[str]:
     return problems
 
 
+class _Refused(Exception):
+    """A stored file that is not read; the message follows the file's name ("is missing")."""
+
+
 class ModelStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -90,28 +122,50 @@ class ModelStore:
         return f"ModelStore({str(self.root)!r})"
 
     def names(self) -> list[str]:
-        """Names with at least one stored version."""
-        if not self.root.is_dir():
+        """Names with at least one stored version, or whose versions cannot be listed.
+
+        A directory that cannot be listed is named, not hidden: loading it says why.
+        """
+        try:
+            candidates = _directories(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if entry.is_dir() and NAME_PATTERN.match(entry.name) and self.versions(entry.name)
-        )
+        except OSError as error:
+            log.warning("cannot list the model store %s: %s", self.root, error.strerror)
+            return []
+        found = []
+        for name in candidates:
+            try:
+                if _directories(self.root / name):
+                    found.append(name)
+            except OSError:
+                found.append(name)
+        return sorted(found)
 
     def versions(self, name: str) -> list[str]:
-        """Stored versions of ``name``, lowest first."""
-        directory = self.root / name
-        if not NAME_PATTERN.match(name) or not directory.is_dir():
+        """Stored versions of ``name``, lowest first; none if its directory cannot be listed."""
+        try:
+            return self._listed_versions(name)
+        except OSError:
             return []
-        found = [
-            entry.name for entry in directory.iterdir() if entry.is_dir() and NAME_PATTERN.match(entry.name)
-        ]
-        return sorted(found, key=version_key)
+
+    def _listed_versions(self, name: str) -> list[str]:
+        """``versions``, but raising ``OSError`` when the model's directory cannot be listed."""
+        if not NAME_PATTERN.fullmatch(name):
+            return []
+        try:
+            return sorted(_directories(self.root / name), key=version_key)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def resolve(self, name: str, pinned: str | None = None) -> str:
         """The version to serve: ``pinned`` if given, else the highest stored one."""
-        versions = self.versions(name)
+        try:
+            versions = self._listed_versions(name)
+        except OSError as error:
+            raise ArtifactMissing(
+                name, None, f"model directory {name}/ cannot be listed: {error.strerror}"
+            ) from None
         if not versions:
             raise ArtifactMissing(name, None, f"the store has no versions of it under {name}/")
         if pinned is None:
@@ -127,19 +181,17 @@ class ModelStore:
         return str(max(numeric, default=0) + 1)
 
     def manifest(self, name: str, version: str) -> Manifest:
-        path = self.root / name / version / MANIFEST_FILE
+        directory = self._version_directory(name, version)
         shown = f"{name}/{version}/{MANIFEST_FILE}"  # store-relative: no host paths in answers
         try:
-            manifest = read_manifest(path)
-        except FileNotFoundError:
-            raise ManifestError(name, version, f"manifest {shown} is missing") from None
-        except OSError as error:
-            raise ManifestError(name, version, f"manifest {shown} cannot be read: {error.strerror}") from None
+            manifest = decode_manifest(self._read(directory / MANIFEST_FILE, limit=MAX_MANIFEST_BYTES))
+        except (_Refused, ManifestLimitExceeded) as error:
+            raise ManifestError(name, version, f"manifest {shown} {error}") from None
         except ValueError as error:
             raise ManifestError(name, version, f"manifest {shown} is not valid JSON: {error}") from None
         except ValidationError as error:
             raise ManifestError(
-                name, version, f"manifest {shown} is malformed: {json.dumps(error.messages)}"
+                name, version, bounded(f"manifest {shown} is malformed: {json.dumps(error.messages)}")
             ) from None
         if (manifest.name, manifest.version) != (name, version):
             raise ManifestError(
@@ -161,13 +213,9 @@ class ModelStore:
         path = self.root / name / version / manifest.artifact.file
         shown = f"{name}/{version}/{manifest.artifact.file}"
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactMissing(name, version, f"artifact {shown} is missing") from None
-        except OSError as error:
-            raise ArtifactMissing(
-                name, version, f"artifact {shown} cannot be read: {error.strerror}"
-            ) from None
+            data = self._read(path)
+        except _Refused as refused:
+            raise ArtifactMissing(name, version, f"artifact {shown} {refused}") from None
         digest = sha256_of(data)
         if digest != manifest.artifact.sha256:
             raise ArtifactHashMismatch(
@@ -183,7 +231,7 @@ class ModelStore:
                 estimator = joblib.load(io.BytesIO(data))
             except Exception as error:
                 raise ModelLoadError(
-                    name, version, f"artifact {shown} cannot be unpickled: {error}"
+                    name, version, bounded(f"artifact {shown} cannot be unpickled: {error}")
                 ) from error
         notes = mismatches + [str(w.message) for w in caught]
         for note in notes:
@@ -191,6 +239,47 @@ class ModelStore:
 
         _check_estimator(manifest, estimator)
         return LoadedModel(manifest=manifest, estimator=estimator, warnings=tuple(notes))
+
+    def _inside(self, path: Path) -> bool:
+        """Whether ``path``, every link resolved, is in the store (itself resolved)."""
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.root))
+
+    def _version_directory(self, name: str, version: str) -> Path:
+        """``ROOT/NAME/VERSION``; raises ``ManifestError`` if a link takes it out of the store."""
+        directory = self.root / name / version
+        for path, shown in (
+            (directory.parent, f"model directory {name}/"),
+            (directory, f"version directory {name}/{version}/"),
+        ):
+            if not self._inside(path):
+                raise ManifestError(name, version, f"{shown} {_LEAVES_STORE}")
+        return directory
+
+    def _read(self, path: Path, limit: int | None = None) -> bytes:
+        """The bytes of a regular file in the store: all of them, or at most ``limit`` + 1.
+
+        Raises ``_Refused``. A FIFO would block the open (and the start-up) until
+        someone writes to it, and a device may never end: anything but a regular
+        file is refused after a ``stat``, without being opened. The open itself
+        does not block, and the opened file is checked again, in case it was
+        swapped in between.
+        """
+        real = Path(os.path.realpath(path))
+        if not self._inside(real):
+            raise _Refused(_LEAVES_STORE)
+        try:
+            _check_regular(os.stat(real).st_mode)
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                _check_regular(os.fstat(fd).st_mode)
+                with open(fd, "rb", closefd=False) as handle:
+                    return handle.read() if limit is None else handle.read(limit + 1)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise _Refused("is missing") from None
+        except OSError as error:
+            raise _Refused(f"cannot be read: {error.strerror}") from None
 
     def add(self, artifact: Path, manifest: Manifest) -> Path:
         """Copy ``artifact`` in as ``manifest.name``/``manifest.version``; returns its directory.
@@ -220,6 +309,42 @@ class ModelStore:
         shutil.rmtree(directory)
         if not any(directory.parent.iterdir()):
             directory.parent.rmdir()
+
+
+def _directories(directory: Path) -> list[str]:
+    """Entries of ``directory`` with a valid name that are directories, through links.
+
+    An entry that cannot be examined (a link to itself, a target out of reach)
+    counts: loading it says why it fails, rather than it silently not existing.
+    Raises ``OSError`` if ``directory`` cannot be listed.
+    """
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not NAME_PATTERN.fullmatch(entry.name):
+                continue
+            try:
+                is_directory = entry.is_dir()
+            except OSError:
+                is_directory = True
+            if is_directory:
+                found.append(entry.name)
+    return found
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "of another kind")
+        raise _Refused(f"is not a regular file ({kind})")
 
 
 def _with_sha256(manifest: Manifest, digest: str) -> Manifest:

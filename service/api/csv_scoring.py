@@ -1,0 +1,317 @@
+"""Scoring a CSV file chunk by chunk: the header, each chunk's cells, checks and predictions.
+
+Memory per chunk is bounded whatever the file's shape. A chunk holds at most
+``CHUNK_ROWS`` lines, at most ``csv_reading.CHUNK_BYTES`` of text, and at most
+``CHUNK_BYTES // header width`` lines, so a wide header with short rows cannot
+make a chunk large. Only the feature cells of rows with the header's number of
+cells are ever split out and checked; a row with another number of cells is
+refused as a whole, and only the answer's copy of it is padded or cut to the
+header's width.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import IO
+
+import numpy as np
+from flask import g
+
+from service.api import state
+from service.api.csv_reading import CHUNK_BYTES, CsvReader
+from service.api.csv_text import defuse_plain_lines, is_formula, quote, safe_cell, safe_row
+from service.api.metrics import metrics
+from service.api.schemas import probability_keys
+from service.errors import (
+    MAX_LISTED_ERRORS,
+    InvalidInput,
+    MalformedRequest,
+    PredictionFailed,
+    TooManyColumns,
+    listing,
+)
+from service.models import LoadedModel
+from service.models.frame_validation import CellValidator
+from service.models.inputs import ROW_ERROR_KEY
+
+CHUNK_ROWS = 10_000  # rows per validation and model call, at most
+# A row with another number of cells than the header is answered padded (or
+# cut) to the header's width: with a wide header, each costs the answer up to
+# that many bytes however short it was sent. A file with more such rows than
+# this is taken as unreadable (a wrong delimiter, unquoted commas) and refused,
+# so the answer can never be a large multiple of the upload.
+MAX_RAGGED_ROWS = 1_000
+_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+@dataclass
+class Chunk:
+    texts: list[str]  # each row's text for the answer: cells as sent (formulas defused), header's width
+    lines: np.ndarray  # the line on which each row starts
+    checked: np.ndarray  # indexes of the rows whose feature cells are checked
+    cells: np.ndarray  # those rows' feature cells (object array of str, manifest order)
+    row_errors: dict[int, str]  # row index -> a fault of the whole row (cell count, encoding)
+
+
+@dataclass
+class Checked:
+    valid: np.ndarray  # per row of the chunk
+    matrix: np.ndarray  # the valid rows, for the model
+    errors: dict[int, dict[str, list[str]]]  # row index -> field -> messages
+
+
+class Scorer:
+    """Reads a CSV file in chunks, validates and predicts each chunk."""
+
+    def __init__(self, model: LoadedModel, source: IO[bytes], max_columns: int) -> None:
+        self.model = model
+        self._reader = CsvReader(source)
+        self._validator = CellValidator(model.manifest)
+        self._classes = model.manifest.classes or ()
+        self._labels = {
+            label: safe_cell(text)
+            for label, text in zip(self._classes, probability_keys(self._classes), strict=True)
+        }
+        self._labels_as_they_are = all(
+            isinstance(label, str) and safe_cell(label) == label for label in self._classes
+        )
+        # A model with more features than the limit still takes a file of its features.
+        self._max_columns = max(max_columns, len(model.manifest.features))
+        self._width = 0
+        self._columns: list[int] = []
+        self._lines_per_chunk = CHUNK_ROWS
+        self._ragged = 0  # rows so far whose number of cells is not the header's
+        self._first_ragged_line = 0
+        self.rows = 0
+
+    def header(self) -> str:
+        """The header line for the answer, and where each feature is; 422 if a feature is missing."""
+        block = self._reader.block(1)
+        if block is None:
+            raise InvalidInput(
+                "The file is empty; its first line must be a header naming the columns.",
+                {"line 1": {ROW_ERROR_KEY: ["Missing header line."]}},
+            )
+        line = int(block.starts[0])
+        if block.bad_lines:
+            raise MalformedRequest(f"The header (line {line}) is not valid UTF-8; send the file as UTF-8.")
+        header = block.rows[0] if block.rows is not None else block.texts[0].split(",")
+        if len(header) > self._max_columns:
+            raise TooManyColumns(len(header), self._max_columns)
+        names = [cell.strip() for cell in header]
+        counts = Counter(names)
+        features = self.model.manifest.feature_names
+        missing = [feature for feature in features if not counts[feature]]
+        if missing:
+            detail = (
+                f"The header (line {line}) lacks the column{'s' if len(missing) > 1 else ''} "
+                f"{listing(missing)}; it must name every feature of the model: {listing(features)}."
+            )
+            problems = {feature: ["No column of this name in the header."] for feature in missing}
+            raise InvalidInput(detail + _delimiter_hint(header), {f"line {line}": problems})
+        repeated = {
+            feature: [f"The header names this column {counts[feature]} times."]
+            for feature in features
+            if counts[feature] > 1
+        }
+        if repeated:
+            raise InvalidInput(
+                f"The header (line {line}) names a feature column more than once: {listing(list(repeated))}.",
+                {f"line {line}": repeated},
+            )
+        self._width = len(header)
+        first = {name: index for index, name in reversed(list(enumerate(names)))}
+        self._columns = [first[feature] for feature in features]
+        self._lines_per_chunk = max(1, min(CHUNK_ROWS, CHUNK_BYTES // self._width))
+        return safe_row(header) if any(map(is_formula, header)) else block.texts[0]
+
+    def chunk(self) -> Chunk | None:
+        """The rows of the next lines; None at the end of the file."""
+        block = self._reader.block(self._lines_per_chunk)
+        if block is None:
+            return None
+        width, texts = self._width, block.texts
+        row_errors: dict[int, str] = {}
+        for bad in block.bad_lines:
+            index = int(np.searchsorted(block.starts, bad, side="right")) - 1
+            if index >= 0:
+                row_errors[index] = f"Line {bad} is not valid UTF-8; send the file as UTF-8."
+        if block.rows is None:  # unquoted: cells are what lies between commas
+            counts = np.fromiter(map(str.count, texts, itertools.repeat(",")), np.int64, len(texts)) + 1
+            ragged = np.flatnonzero(counts != width).tolist()
+            self._count_ragged(ragged, block.starts, width)
+            for index in ragged:
+                row_errors.setdefault(index, _cell_count_error(int(counts[index]), width))
+            checked = _without(len(texts), row_errors)
+            cells = np.empty((len(checked), len(self._columns)), dtype=object)
+            if len(checked):
+                flat = ",".join(_rows_at(texts, checked)).split(",")
+                for position, column in enumerate(self._columns):
+                    cells[:, position] = flat[column::width]
+                del flat
+            texts = defuse_plain_lines(texts)
+            for index in np.flatnonzero(counts != width).tolist():
+                texts[index] = _fitted_text(texts[index], int(counts[index]), width)
+        else:
+            rows = block.rows
+            ragged = [index for index, row in enumerate(rows) if len(row) != width]
+            self._count_ragged(ragged, block.starts, width)
+            for index in ragged:
+                row_errors.setdefault(index, _cell_count_error(len(rows[index]), width))
+            checked = _without(len(rows), row_errors)
+            pick = itemgetter(*self._columns)
+            cells = np.empty((len(checked), len(self._columns)), dtype=object)
+            if len(checked):
+                picked = [pick(rows[index]) for index in checked.tolist()]
+                cells[:] = [[value] for value in picked] if len(self._columns) == 1 else picked
+            for index, row in enumerate(rows):
+                if len(row) != width:
+                    cut = row[:width]
+                    texts[index] = safe_row(cut) + "," * (width - len(cut))
+                elif any(map(is_formula, row)):
+                    texts[index] = safe_row(row)
+        self.rows += len(texts)
+        return Chunk(texts, block.starts, checked, cells, row_errors)
+
+    def _count_ragged(self, ragged: list[int], lines: np.ndarray, width: int) -> None:
+        """Count rows whose number of cells is not the header's; past MAX_RAGGED_ROWS, refuse the file."""
+        if ragged and not self._ragged:
+            self._first_ragged_line = int(lines[ragged[0]])
+        self._ragged += len(ragged)
+        if self._ragged > MAX_RAGGED_ROWS:
+            first = self._first_ragged_line
+            raise InvalidInput(
+                f"More than {MAX_RAGGED_ROWS} rows have another number of cells than the header's "
+                f"{width}, the first on line {first}: the file cannot be read as this CSV. "
+                "Check its delimiter, and that cells holding commas are quoted.",
+                {f"line {first}": {ROW_ERROR_KEY: [f"The header has {width} cells; this row does not."]}},
+            )
+
+    def check(self, chunk: Chunk) -> Checked:
+        """Validate the chunk's feature cells, vectorised; whole-row faults count too."""
+        check = self._validator.validate(chunk.cells)
+        valid = np.zeros(len(chunk.texts), dtype=bool)
+        valid[chunk.checked] = check.valid
+        errors = {int(chunk.checked[index]): fields for index, fields in check.errors.items()}
+        errors.update({index: {ROW_ERROR_KEY: [message]} for index, message in chunk.row_errors.items()})
+        return Checked(valid, check.matrix, dict(sorted(errors.items())))
+
+    def predict(self, checked: Checked) -> list[list[str]]:
+        """One model call for the chunk's valid rows: its output columns as text, empty on invalid rows."""
+        model = self.model
+        recorded = metrics()
+        rows = len(checked.valid)
+        good = np.flatnonzero(checked.valid)
+        if checked.errors:
+            recorded.predictions.labels(model.name, model.version, "invalid").inc(len(checked.errors))
+        if not len(good):
+            return [[""] * rows for _ in range(1 + (len(self._classes) if model.has_probabilities else 0))]
+        started = time.perf_counter()
+        try:
+            prediction = model.predict(checked.matrix)
+        except PredictionFailed:
+            recorded.predictions.labels(model.name, model.version, "error").inc(len(good))
+            raise
+        recorded.prediction_duration.labels(model.name).observe(time.perf_counter() - started)
+        recorded.predictions.labels(model.name, model.version, "success").inc(len(good))
+        audit = state().audit
+        if audit is not None:
+            audit.record(
+                g.request_id,
+                model.name,
+                model.version,
+                model.manifest.feature_names,
+                checked.matrix,
+                prediction,
+            )
+        values = prediction.values.tolist()
+        if model.manifest.task == "regression":
+            texts = list(map(repr, values))  # the shortest text that reads back as the same float
+        elif self._labels_as_they_are:
+            texts = values
+        else:
+            texts = [self._labels.get(value) or safe_cell(str(value)) for value in values]
+        outputs = [_spread(texts, good, rows)]
+        if prediction.probabilities is not None:
+            outputs.extend(
+                _spread(list(map(repr, column.tolist())), good, rows) for column in prediction.probabilities.T
+            )
+        return outputs
+
+    def output_header(self, header: str) -> str:
+        names = ["prediction"]
+        if self.model.has_probabilities:
+            names += [f"probability_{label}" for label in probability_keys(self._classes)]
+        return ",".join([header, *map(quote, names), "error"])
+
+
+def _rows_at(items: list[str], indexes: np.ndarray) -> list[str]:
+    """``items`` at ``indexes`` (all of them when every index is there)."""
+    if len(indexes) == len(items):
+        return items
+    return [items[index] for index in indexes.tolist()]
+
+
+def _without(rows: int, excluded: dict[int, str]) -> np.ndarray:
+    """The indexes of ``rows`` rows, but those in ``excluded``."""
+    keep = np.ones(rows, dtype=bool)
+    keep[list(excluded)] = False
+    return np.flatnonzero(keep)
+
+
+def _fitted_text(text: str, cells: int, width: int) -> str:
+    """An unquoted row's text with ``width`` cells: short rows padded with empty cells, long ones cut."""
+    if cells < width:
+        return text + "," * (width - cells)
+    return ",".join(text.split(",", width)[:width])
+
+
+def _cell_count_error(cells: int, width: int) -> str:
+    return f"The row has {cells} cell{'s' if cells != 1 else ''}; the header has {width}."
+
+
+def _spread(values: list[str], at: np.ndarray, rows: int) -> list[str]:
+    """A column of ``rows`` cells: ``values`` at the rows ``at``, empty elsewhere."""
+    if len(at) == rows:
+        return values
+    column = np.full(rows, "", dtype=object)
+    column[at] = values
+    return column.tolist()
+
+
+def error_text(line: int, fields: dict[str, list[str]]) -> str:
+    """A row's faults for its ``error`` cell: at most ``MAX_LISTED_ERRORS`` fields, then how many more."""
+    parts = [
+        " ".join(messages) if field == ROW_ERROR_KEY else f"{field}: {' '.join(messages)}"
+        for field, messages in itertools.islice(fields.items(), MAX_LISTED_ERRORS)
+    ]
+    if len(fields) > MAX_LISTED_ERRORS:
+        parts.append(f"and {len(fields) - MAX_LISTED_ERRORS} more fields")
+    return safe_cell(f"line {line}: " + "; ".join(parts))
+
+
+def first_chunk_problem(chunk: Chunk, errors: dict[int, dict[str, list[str]]]) -> InvalidInput:
+    rows = len(chunk.texts)
+    detail = (
+        f"{len(errors)} of the first {rows} row{'s' if rows != 1 else ''} "
+        f"{'are' if len(errors) != 1 else 'is'} invalid, so nothing was predicted; 'errors' names each "
+        "bad field by line (the header is line 1)."
+    )
+    by_line = {f"line {int(chunk.lines[index])}": fields for index, fields in errors.items()}
+    return InvalidInput(detail, by_line)
+
+
+def _delimiter_hint(header: list[str]) -> str:
+    if len(header) != 1:
+        return ""
+    for delimiter, name in _DELIMITERS.items():
+        if delimiter in header[0]:
+            return (
+                f" The header was read as a single column: the file seems to be separated by {name}; "
+                "only comma-separated files are read."
+            )
+    return ""
