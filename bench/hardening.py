@@ -121,9 +121,12 @@ SHAPES: dict[str, Callable[[], Iterator[bytes]]] = {
     "short rows under 1,000 columns (20 MiB)": lambda: _repeat(
         _wide_header() + _good_wide_rows(2000), b"1\n" * 65536, 20 * MIB
     ),
-    "lines of 1 MiB, quoted (20 MiB)": lambda: _repeat(
-        b"sepal_length,sepal_width,petal_length,petal_width,note\n",
-        b'5.1,3.5,1.4,0.2,"' + b"x" * (MIB - 40) + b'"\n',
+    "lines of 1 MiB, one long cell (20 MiB)": lambda: _repeat(
+        IRIS_HEADER + b",note\n", b"5.1,3.5,1.4,0.2," + b"x" * (MIB - 40) + b"\n", 20 * MIB
+    ),
+    "lines of 1 MiB, ten quoted cells (20 MiB)": lambda: _repeat(
+        IRIS_HEADER + b"".join(b",n%d" % index for index in range(10)) + b"\n",
+        b"5.1,3.5,1.4,0.2" + (b',"' + b"x," * (50 * 1024) + b'"') * 10 + b"\n",
         20 * MIB,
     ),
 }
