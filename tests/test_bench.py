@@ -94,3 +94,28 @@ def test_threads_that_ran_are_those_whose_cpu_time_grew() -> None:
     before = {7: (3, {7: 5, 8: 2, 9: 0})}
     after = {7: (4, {7: 6, 8: 2, 9: 0, 10: 1}), 20: (2, {20: 0, 21: 3})}  # 10 and worker 20 are new
     assert threads_used(before, after) == [WorkerThreads(4, 2), WorkerThreads(2, 1)]
+
+
+def test_versus_compares_two_checkouts_scenario_by_scenario(demo_store_path: Path) -> None:
+    """This checkout against itself, one short round: every scenario measured on both."""
+    flags = ["--runs", "1", "--duration", "1", "--warmup", "0", "--store", str(demo_store_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.versus", "--repo", str(REPO_ROOT), *flags],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {line.split("|")[1].strip(): line for line in run.stdout.splitlines() if " @" in line}
+    assert sorted(rows) == sorted(
+        f"{model} {kind} @{connections}"
+        for model in ("iris", "breast_cancer")
+        for kind, conns in (("single", (1, 8)), ("batch 1000", (1, 4)))
+        for connections in conns
+    )
+    for line in rows.values():
+        this, other, ratio = (cell.strip() for cell in line.split("|")[2:5])
+        assert float(this) > 0 and float(other) > 0
+        assert ratio.endswith("x") and float(ratio[:-1]) > 0
