@@ -42,6 +42,7 @@ MIB = 1024 * 1024
 IRIS_HEADER = b"sepal_length,sepal_width,petal_length,petal_width"
 IRIS_ROWS = b"5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n5.9,3.0,4.2,1.5\n"
 WIDE = 1000  # columns: the default SERVICE_MAX_CSV_COLUMNS
+AUDIT_SCENARIO = "audit {mib} MiB CSV, audit log on"
 
 
 @dataclass
@@ -164,7 +165,7 @@ class Bench:
     def audit(self, mib: int) -> Outcome:
         log = self.work / "audit.jsonl"
         outcome, server = self.measure(
-            f"audit {mib} MiB CSV, audit log on",
+            AUDIT_SCENARIO.format(mib=mib),
             lambda server: _post(server, "/v1/models/iris/predict/csv", iris_csv(mib * MIB), "text/csv"),
             SERVICE_PREDICTION_LOG=str(log),
             SERVICE_GRACEFUL_TIMEOUT="30",
@@ -249,17 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         store.mkdir(parents=True, exist_ok=True)
         ensure_demo_models(store)
         bench = Bench(args.repo.resolve(), store.resolve(), work)
-        wanted = args.only.casefold()
-        outcomes = [bench.audit(args.csv_mib)] if wanted in "audit log on" else []
+
+        def chosen(scenario: str) -> bool:
+            return args.only.casefold() in scenario.casefold()
+
+        audit = AUDIT_SCENARIO.format(mib=args.csv_mib)
+        outcomes = [bench.audit(args.csv_mib)] if chosen(audit) else []
+        outcomes += [bench.csv_shape(name, body) for name, body in SHAPES.items() if chosen(name)]
         outcomes += [
-            bench.csv_shape(scenario, body)
-            for scenario, body in SHAPES.items()
-            if wanted in scenario.casefold()
-        ]
-        outcomes += [
-            bench.json_body(scenario, *request)
-            for scenario, request in _json_bodies().items()
-            if wanted in scenario.casefold()
+            bench.json_body(name, *request) for name, request in _json_bodies().items() if chosen(name)
         ]
         print(report(outcomes, args.repo))
     finally:

@@ -251,7 +251,13 @@ def running(server: Server, ready_path: str, body: bytes | None = None) -> Itera
 
 
 def start(
-    name: str, args: argparse.Namespace, logs: Path, *, workers: int | None = None, **settings: str
+    name: str,
+    args: argparse.Namespace,
+    logs: Path,
+    *,
+    workers: int | None = None,
+    cwd: Path = REPO_ROOT,
+    **settings: str,
 ) -> Server:
     workers = workers or args.workers
     if name.startswith("service"):
@@ -270,6 +276,7 @@ def start(
             workers=workers,
             threads=args.threads,
             config=config,
+            cwd=cwd,
             **{**production, **settings},
         )
     kind = name.split("-")[0]

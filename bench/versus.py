@@ -20,52 +20,39 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bodies import BATCH_ROWS, ModelBodies, Scenario, write_bodies
-from bench.procs import REPO_ROOT, Server, start_service
-from bench.runner import ensure_demo_models, measure, running
+from bench.bodies import write_bodies
+from bench.procs import REPO_ROOT, Server
+from bench.runner import build_scenarios, ensure_demo_models, measure, non_negative, positive, running, start
 from bench.store import MODELS, load
-
-CONNECTIONS = {"single": (1, 8), "batch": (1, 4)}
-
-
-def scenarios(bodies: dict[str, ModelBodies]) -> list[Scenario]:
-    found = [Scenario(m, 1, c, bodies[m].single) for m in MODELS for c in CONNECTIONS["single"]]
-    return found + [Scenario(m, BATCH_ROWS, c, bodies[m].batch) for m in MODELS for c in CONNECTIONS["batch"]]
+from service.config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, required=True, help="the other checkout of the service")
-    parser.add_argument("--runs", type=int, default=5, help="alternating rounds per scenario (5)")
-    parser.add_argument("--duration", type=int, default=6, help="seconds per measured run (6)")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured seconds before each (2)")
-    parser.add_argument("--workers", type=int, default=2, help="Gunicorn workers (2)")
+    parser.add_argument("--runs", type=positive, default=5, help="alternating rounds per scenario (5)")
+    parser.add_argument("--duration", type=positive, default=6, help="seconds per measured run (6)")
+    parser.add_argument("--warmup", type=non_negative, default=2, help="unmeasured seconds before each (2)")
+    parser.add_argument("--workers", type=positive, default=2, help="Gunicorn workers (2)")
     parser.add_argument("--store", type=Path, help="model store (the demo models are trained into it)")
     args = parser.parse_args(argv)
+    # The settings bench.run gives the service, so both checkouts run as `make bench` runs them.
+    defaults = Settings()
+    args.threads, args.model_threads = defaults.threads, defaults.model_threads
     with tempfile.TemporaryDirectory(prefix="bench-versus-") as raw, ExitStack() as stack:
         work = Path(raw)
-        store = (args.store or work / "store").resolve()
-        store.mkdir(parents=True, exist_ok=True)
-        ensure_demo_models(store)
-        bodies = {name: write_bodies(name, load(name, store).manifest, work) for name in MODELS}
+        args.store = (args.store or work / "store").resolve()
+        args.store.mkdir(parents=True, exist_ok=True)
+        ensure_demo_models(args.store)
+        bodies = {name: write_bodies(name, load(name, args.store).manifest, work) for name in MODELS}
         servers: dict[str, Server] = {}
         for label, repo in (("this", REPO_ROOT), ("other", args.repo.resolve())):
-            server = start_service(
-                f"service-{label}",
-                store,
-                work / "logs",
-                workers=args.workers,
-                threads=2,
-                cwd=repo,
-                SERVICE_MODELS=",".join(MODELS),
-                SERVICE_MODEL_THREADS="1",
-                SERVICE_GRACEFUL_TIMEOUT="5",
-            )
+            server = start(f"service-{label}", args, work / "logs", cwd=repo)
             servers[label] = stack.enter_context(running(server, "/health"))
         print(f"this: {REPO_ROOT}\nother: {args.repo}\n")
         print("| Scenario | this req/s | other req/s | this ÷ other (median of rounds) | rounds |")
         print("|---|---|---|---|---|")
-        for scenario in scenarios(bodies):
+        for scenario in build_scenarios(bodies, quick=False):
             rates: dict[str, list[float]] = {"this": [], "other": []}
             for round_ in range(args.runs):
                 # Alternate who goes first, so neither always runs on a warmer machine.

@@ -112,7 +112,7 @@ def test_versus_compares_two_checkouts_scenario_by_scenario(demo_store_path: Pat
     assert sorted(rows) == sorted(
         f"{model} {kind} @{connections}"
         for model in ("iris", "breast_cancer")
-        for kind, conns in (("single", (1, 8)), ("batch 1000", (1, 4)))
+        for kind, conns in (("single", (1, 8, 64)), ("batch 1000", (1, 4)))
         for connections in conns
     )
     for line in rows.values():
