@@ -26,6 +26,7 @@ from service.api import (
 from service.audit import PredictionAuditLog
 from service.config import Settings
 from service.models import ModelStore, load_registry
+from service.models.core import PredictionCore
 
 __version__ = "0.1.0"
 __all__ = ["EXTENSION_KEY", "create_app", "unservable_reason"]
@@ -58,8 +59,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     audit = None
     if settings.prediction_log:
         audit = PredictionAuditLog(settings.prediction_log, on_dropped=recorded.audit_lines_dropped.inc)
+    # Every front end predicts through the one core; what it does is counted and audited here.
+    core = PredictionCore(observers=[recorded] if audit is None else [recorded, audit])
     app.extensions[EXTENSION_KEY] = ServiceState(
-        settings=settings, store=store, registry=registry, audit=audit
+        settings=settings, store=store, registry=registry, core=core, audit=audit
     )
 
     problems.init_app(app)

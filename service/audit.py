@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.models import Prediction
-from service.models.loaded import probability_keys
+from service.models.core import Observer, Outcome
+from service.models.loaded import Prediction, probability_keys
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _Batch:
     features: tuple[str, ...]
     inputs: np.ndarray
     prediction: Prediction
+    row_numbers: np.ndarray | None  # each row's index within its request; None: 0, 1, 2...
 
     @property
     def rows(self) -> int:
@@ -69,7 +70,7 @@ class _Batch:
         return self.rows * width
 
 
-class PredictionAuditLog:
+class PredictionAuditLog(Observer):
     def __init__(
         self,
         path: Path,
@@ -90,6 +91,22 @@ class PredictionAuditLog:
         self._deadline: float | None = None  # time.monotonic() by which the writer gives up
         self._closed = False
 
+    # --- As an observer of the prediction core ----------------------------------
+
+    def scored(self, outcome: Outcome) -> None:
+        if outcome.prediction is None or outcome.matrix is None:
+            return
+        model = outcome.model
+        self.record(
+            outcome.request_id,
+            model.name,
+            model.version,
+            model.manifest.feature_names,
+            outcome.matrix,
+            outcome.prediction,
+            row_numbers=outcome.rows,
+        )
+
     def record(
         self,
         request_id: str,
@@ -98,10 +115,16 @@ class PredictionAuditLog:
         features: tuple[str, ...],
         inputs: np.ndarray,
         prediction: Prediction,
+        *,
+        row_numbers: np.ndarray | None = None,
     ) -> None:
-        """Queue the rows of one request; waits while the writer is too far behind."""
+        """Queue predicted rows of one request; waits while the writer is too far behind.
+
+        ``row_numbers``: each row's index within its request (rows of one request
+        may be recorded in several parts); by default 0, 1, 2...
+        """
         now = datetime.now(UTC).isoformat(timespec="microseconds")
-        batch = _Batch(now, request_id, model, version, features, inputs, prediction)
+        batch = _Batch(now, request_id, model, version, features, inputs, prediction, row_numbers)
         with self._changed:
             self._ensure_writer()
             if self._closed:
@@ -221,11 +244,12 @@ def _lines(batch: _Batch, start: int, end: int) -> bytes:
         "model": batch.model,
         "version": batch.version,
     }
+    numbers = range(start, end) if batch.row_numbers is None else batch.row_numbers[start:end].tolist()
     lines = []
-    for offset, inputs in enumerate(batch.inputs[start:end].tolist()):
+    for offset, (number, inputs) in enumerate(zip(numbers, batch.inputs[start:end].tolist(), strict=True)):
         entry: dict[str, Any] = {
             **common,
-            "row": start + offset,
+            "row": number,
             "inputs": dict(zip(batch.features, inputs, strict=True)),
             "output": values[offset],
         }

@@ -21,7 +21,9 @@ from service.errors import ModelLoadError
 from service.models import ModelStore
 from service.models.introspect import IntrospectionError, describe_estimator
 from service.models.manifest import NAME_PATTERN
-from service.models.store import bounded, runtime_versions
+from service.models.registry import warm_up
+from service.models.store import bounded
+from service.models.versions import runtime_versions
 
 models = AppGroup("models", help="List, add and verify models in the model store.")
 
@@ -158,7 +160,7 @@ def verify_models() -> None:
 def _verify(store: ModelStore, name: str, version: str) -> str | None:
     """None if the version loads (hash checked) and predicts its example row, else why not."""
     try:
-        store.load(name, version).warm_up()
+        warm_up(store.load(name, version))
     except ModelLoadError as error:
         return bounded(error.reason)
     except Exception as error:  # any failure of the model itself is the answer here

@@ -35,6 +35,9 @@ class ModelNotReady(ServiceError):
         self.reason = reason
 
 
+# The key under which a fault of a whole row (not of one field) is reported.
+ROW_ERROR_KEY = "_row"
+
 # An error answer names at most this many bad fields (counted over all rows),
 # then how many more there are: a request of a few MiB can hold hundreds of
 # thousands of bad fields, and an answer listing them all would be larger than
@@ -56,6 +59,18 @@ class InvalidInput(ServiceError):
         if self.omitted:
             detail += f" The first {listed} bad fields are listed in 'errors'; {self.omitted} more are not."
         super().__init__(detail)
+
+
+class UnreadableFile(InvalidInput):
+    """An uploaded file cannot be read on from ``line`` (a line too long, broken quoting)."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(
+            f"The file cannot be read from line {line} on: {message}",
+            {f"line {line}": {ROW_ERROR_KEY: [message]}},
+        )
+        self.line = line
+        self.message = message
 
 
 def _first_errors(errors: Mapping[str, Any], budget: int) -> tuple[dict[str, Any], int, int]:
@@ -100,6 +115,22 @@ class TooManyColumns(ServiceError):
         super().__init__(f"The file's header has {columns} columns; at most {limit} are accepted.")
         self.columns = columns
         self.limit = limit
+
+
+class UploadTooLarge(ServiceError):
+    """An upload (its Content-Length, or what arrived) is larger than the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The upload is larger than the limit of {limit} bytes.")
+        self.limit = limit
+
+
+class NotReady(ServiceError):
+    """Not every configured model is ready; ``models`` is each one's status, for the answer."""
+
+    def __init__(self, detail: str, models: Mapping[str, Any]) -> None:
+        super().__init__(detail)
+        self.models = dict(models)
 
 
 class PredictionFailed(ServiceError):

@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from service.api import csv_reading, csv_scoring
+from service.csv_files import reading as csv_reading
+from service.csv_files import scoring as csv_scoring
 from tests.estimators import ExplodingRegressor
 from tests.helpers import store_model
 

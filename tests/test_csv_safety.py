@@ -15,8 +15,8 @@ import pytest
 from flask.testing import FlaskClient
 from sklearn.linear_model import LogisticRegression
 
-from service.api import csv_scoring
-from service.api.csv_text import defuse
+from service.csv_files import scoring as csv_scoring
+from service.csv_files.text import defuse
 from tests.helpers import store_model
 
 IRIS_HEADER = "id,sepal_length,sepal_width,petal_length,petal_width"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from service.api.json_provider import OrjsonProvider
 from tests.helpers import random_rows
+from tests.rows import JsonValidator
 
 
 def rows_for(app: Flask, name: str, seed: int, count: int) -> list[dict]:
@@ -54,7 +55,7 @@ def test_regression_answers_carry_the_models_exact_values(client: FlaskClient, a
     """The regressor's float64 values reach the client unchanged, single and batch."""
     model = app.extensions["service"].registry.get("diabetes")
     rows = rows_for(app, "diabetes", 3, 20)
-    expected = model.predict(model.validator.validate_many(rows)).values.tolist()
+    expected = model.predict(JsonValidator(model.manifest).validate_many(rows)).values.tolist()
     response = client.post("/v1/models/diabetes/predict/batch", json={"instances": rows})
     assert response.status_code == 200 and response.content_type == "application/json"
     assert response.data.endswith(b"}\n")
@@ -69,7 +70,7 @@ def test_classifier_answers_are_strict_json(client: FlaskClient, app: Flask, nam
     response = client.post(f"/v1/models/{name}/predict/batch", json=rows)
     document = strict_json(response.data)
     model = app.extensions["service"].registry.get(name)
-    prediction = model.predict(model.validator.validate_many(rows))
+    prediction = model.predict(JsonValidator(model.manifest).validate_many(rows))
     assert document["predictions"] == prediction.values.tolist()
     keys = list(document["probabilities"][0])
     assert np.array_equal(

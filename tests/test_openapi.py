@@ -13,8 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from markdown_it import MarkdownIt
 from sklearn.linear_model import LogisticRegression
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.api.openapi import literal_markdown
+from service.api.openapi import build_document, documented, literal_markdown
+from service.api.problems import PROBLEM_TYPES, ProblemType
+from service.errors import ServiceError, TooManyRows
 from tests.helpers import store_model, tiny_frame
 
 
@@ -93,6 +96,34 @@ def test_errors_are_documented_as_problems(document: dict[str, Any]) -> None:
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             }
         assert "X-Request-ID" in response["headers"]
+
+
+def test_error_answers_are_described_from_the_one_problem_table(document: dict[str, Any]) -> None:
+    """Each error status of a route lists the problem types it may answer with, in the table's words."""
+    responses = document["paths"]["/v1/models/iris/predict"]["post"]["responses"]
+    for kind in (PROBLEM_TYPES[TooManyRows], PROBLEM_TYPES[RequestEntityTooLarge]):
+        assert f"`/problems/{kind.slug}`: {kind.when}" in responses["413"]["description"]
+    # A JSON route never meets the CSV route's limits.
+    assert "too-many-columns" not in responses["413"]["description"]
+
+
+def test_a_new_error_type_is_documented_by_declaring_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class KeyMissing(ServiceError):
+        pass
+
+    monkeypatch.setitem(
+        PROBLEM_TYPES, KeyMissing, ProblemType(401, "key-missing", "No API key", "No key was sent.")
+    )
+    app = Flask(__name__)
+
+    @app.get("/guarded")
+    @documented("Guarded", errors=(KeyMissing,))
+    def guarded() -> dict[str, Any]:
+        raise KeyMissing("No API key was sent.")
+
+    responses = build_document(app, [], "iris", 10)["paths"]["/guarded"]["get"]["responses"]
+    assert responses["401"]["description"] == "`/problems/key-missing`: No key was sent."
+    assert set(responses) == {"200", "401", "500"}
 
 
 def test_document_follows_the_served_models(make_app: Any, tmp_path: Path) -> None:

@@ -32,9 +32,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from service.errors import InvalidInput
-from service.models.inputs import ROW_ERROR_KEY, RowValidator
+from service.errors import ROW_ERROR_KEY, InvalidInput
 from service.models.manifest import Artifact, Feature, Manifest
+from tests.rows import JsonValidator
 
 # Settings per test rather than a loaded profile, so other modules keep theirs.
 # No example database, so no examples are saved in the repository (hypothesis's
@@ -273,7 +273,7 @@ def batches(manifest: Manifest, *, max_size: int, nulls: bool = True) -> st.Sear
     return cached(("batch", manifest.name, manifest.version, str(max_size), str(nulls)), build)
 
 
-# --- Unit level: RowValidator built from a manifest -------------------------------
+# --- Unit level: JsonValidator built from a manifest -------------------------------
 
 MIXED = Manifest(
     name="mixed",
@@ -289,12 +289,12 @@ MIXED = Manifest(
         Feature("active", "bool"),
     ),
 )
-# Without the category the matrix is float64: the other branch of RowValidator.
+# Without the category the matrix is float64: the other branch of JsonValidator.
 NUMERIC = Manifest(
     **{**MIXED.__dict__, "name": "numeric", "features": MIXED.features[:3] + MIXED.features[4:]}
 )
 GOOD = {"size": 2.5, "free": -1e300, "count": 3, "plan": "pro", "active": True}
-VALIDATORS = {manifest.name: RowValidator(manifest) for manifest in (MIXED, NUMERIC)}
+VALIDATORS = {manifest.name: JsonValidator(manifest) for manifest in (MIXED, NUMERIC)}
 CASES = [(manifest.name, feature.name) for manifest in (MIXED, NUMERIC) for feature in manifest.features]
 
 
@@ -668,7 +668,7 @@ def test_an_unbounded_int_feature_refuses_integers_beyond_any_float(with_categor
     features = (Feature("x", "float"), UNBOUNDED_INT)
     if with_category:
         features += (Feature("c", "category", categories=("a", "b")),)
-    validator = RowValidator(Manifest(**{**MIXED.__dict__, "features": features}))
+    validator = JsonValidator(Manifest(**{**MIXED.__dict__, "features": features}))
     row = {"x": 1.0, "n": value, "c": "a"} if with_category else {"x": 1.0, "n": value}
     try:
         matrix = validator.validate_one(row)

@@ -19,9 +19,10 @@ from service.errors import (
     ManifestError,
 )
 from service.models import ModelStore, load_registry
-from service.models.store import version_key
+from service.models.versions import version_key
 from tests.estimators import ArtifactTrap
 from tests.helpers import edit_manifest, store_model, tiny_frame
+from tests.rows import JsonValidator
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
@@ -36,7 +37,7 @@ def test_loads_and_predicts(store_path: Path) -> None:
     model = ModelStore(store_path).load("iris", "1")
     assert model.name == "iris" and model.version == "1"
     assert model.warnings == ()
-    prediction = model.predict(model.validator.validate_one(SETOSA))
+    prediction = model.predict(JsonValidator(model.manifest).validate_one(SETOSA))
     assert prediction.values.tolist() == ["setosa"]
     assert prediction.probabilities.shape == (1, 3)
 

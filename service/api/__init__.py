@@ -10,6 +10,7 @@ from flask.wrappers import Response
 from service.audit import PredictionAuditLog
 from service.config import Settings
 from service.models import ModelRegistry, ModelStore
+from service.models.core import PredictionCore
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class ServiceState:
     settings: Settings
     store: ModelStore
     registry: ModelRegistry
+    core: PredictionCore
     audit: PredictionAuditLog | None = None
 
 

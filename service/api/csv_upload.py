@@ -10,27 +10,14 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
+from service.csv_files.reading import READ_SIZE
+from service.errors import InvalidInput, MalformedRequest, UnsupportedMediaType, UploadTooLarge
 
 CSV_MEDIA_TYPE = "text/csv"
 FORM_MEDIA_TYPE = "multipart/form-data"
 FILE_FIELD = "file"
-READ_SIZE = 64 * 1024
 MAX_PART_HEADER_BYTES = 64 * 1024  # multipart preamble and part headers
 _CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-
-
-class UploadTooLarge(Exception):
-    """The body went past ``max_upload_bytes``."""
-
-
-class FileFault(Exception):
-    """The file cannot be read on from ``line`` (a line too long, broken quoting)."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
 
 
 # --- The request body ---------------------------------------------------------------
@@ -39,9 +26,14 @@ class FileFault(Exception):
 class UploadBody(io.RawIOBase):
     """The request body, counting what was read; over the upload limit it raises ``UploadTooLarge``."""
 
-    def __init__(self, req: Request) -> None:
+    def __init__(self, req: Request, limit: int) -> None:
         super().__init__()
-        self._stream = req.stream  # raises RequestEntityTooLarge for a Content-Length over the limit
+        req.max_content_length = limit
+        self._limit = limit
+        try:
+            self._stream = req.stream
+        except RequestEntityTooLarge:  # a Content-Length over the limit
+            raise UploadTooLarge(limit) from None
         self._input = req.environ["wsgi.input"]
         self._ended = False
         self.bytes_read = 0
@@ -58,7 +50,8 @@ class UploadBody(io.RawIOBase):
             # Werkzeug stops a chunked body at the limit; one more byte from the
             # server tells a body of exactly the limit from a longer one.
             if self._input.read(1):
-                raise UploadTooLarge() from None
+                self._ended = True  # nothing more is read: the answer is a 413
+                raise UploadTooLarge(self._limit) from None
             count = 0
         if not count:
             self._ended = True

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint
-from flask.wrappers import Response
 
 from service.api import state
 from service.api.openapi import documented
-from service.api.problems import problem
 from service.api.schemas import HealthSchema, ModelListSchema, ReadySchema, metadata_schema
+from service.errors import NotReady
 from service.models import ServedModel
 from service.models.manifest import manifest_to_dict
-from service.models.store import runtime_versions
+from service.models.versions import runtime_versions
 
 bp = Blueprint("health", __name__)
 
@@ -27,14 +26,14 @@ def health() -> dict[str, Any]:
 
 @bp.get("/ready")
 @documented("Readiness", response=ReadySchema, errors=(503,), tag="health")
-def ready() -> dict[str, Any] | Response:
+def ready() -> dict[str, Any]:
     """Readiness: every configured model loaded and passed its warm-up prediction."""
     entries = state().registry.entries()
     not_ready = [entry for entry in entries if not entry.ready]
     models = {entry.name: _status(entry) for entry in entries}
     if not_ready or not entries:
         names = ", ".join(f"{entry.name} ({entry.error})" for entry in not_ready) or "no models configured"
-        return problem(503, "not-ready", "Not ready", f"Not ready: {names}", models=models)
+        raise NotReady(f"Not ready: {names}", models)
     return {"status": "ready", "models": models}
 
 

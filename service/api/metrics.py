@@ -29,6 +29,8 @@ from prometheus_client import (
 from prometheus_client import values as prometheus_values
 
 from service.api.openapi import documented
+from service.models.core import Observer, Outcome
+from service.models.loaded import LoadedModel
 
 EXTENSION_KEY = "metrics"
 NAMESPACE = "sklearn_service"
@@ -44,7 +46,9 @@ def multiprocess_mode() -> bool:
     return prometheus_values.ValueClass is not prometheus_values.MutexValue
 
 
-class ServiceMetrics:
+class ServiceMetrics(Observer):
+    """Every metric of the service; as an observer of the prediction core, it counts rows."""
+
     def __init__(self) -> None:
         # In multiprocess mode the samples live in files, not in a registry.
         self.registry = None if multiprocess_mode() else CollectorRegistry()
@@ -94,6 +98,19 @@ class ServiceMetrics:
             multiprocess_mode="mostrecent",
             **common,
         )
+
+    def scored(self, outcome: Outcome) -> None:
+        model = outcome.model
+        if outcome.invalid:
+            self.predictions.labels(model.name, model.version, "invalid").inc(outcome.invalid)
+        if outcome.failed:
+            self.predictions.labels(model.name, model.version, "error").inc(outcome.failed)
+        if outcome.prediction is not None:
+            self.prediction_duration.labels(model.name).observe(outcome.seconds)
+            self.predictions.labels(model.name, model.version, "success").inc(len(outcome.rows))
+
+    def finished(self, model: LoadedModel, rows: int) -> None:
+        self.rows_per_request.labels(model.name).observe(rows)
 
     def render(self) -> bytes:
         if self.registry is not None:

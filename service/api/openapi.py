@@ -24,23 +24,12 @@ from flask import Flask
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
-from service.api.problems import PROBLEM_MEDIA_TYPE
+from service.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
 from service.api.schemas import ProblemSchema, prediction_schemas
 from service.models import LoadedModel
-from service.models.inputs import row_schema
 
 OPENAPI_VERSION = "3.1.0"
-ERROR_DESCRIPTIONS = {
-    400: "The body is not JSON (syntax, encoding, a repeated key), or cannot be read to its end "
-    "(broken chunked framing, shorter than its Content-Length).",
-    404: "No such model or route.",
-    413: "The body, the number of rows or a CSV header's columns is over the limit.",
-    415: "The body is not sent as application/json.",
-    422: "The JSON does not fit the model; `errors` names each bad field.",
-    500: "A fault in the service; the answer carries a request id.",
-    503: "The model is not ready.",
-}
 
 
 # CommonMark's ASCII punctuation: any of it may be backslash-escaped, and an escaped
@@ -65,7 +54,7 @@ class OperationDoc:
     summary: str
     description: str
     response: Schema | type[Schema] | None
-    errors: tuple[int, ...]
+    errors: dict[int, tuple[ProblemType, ...]]  # status -> the problem types a client may meet
     media_type: str
     predict: str | None  # "single" or "batch" for prediction routes
     tag: str
@@ -78,7 +67,7 @@ def documented(
     summary: str,
     *,
     response: Schema | type[Schema] | None = None,
-    errors: tuple[int, ...] = (),
+    errors: tuple[int | type[Exception], ...] = (),
     media_type: str = "application/json",
     predict: str | None = None,
     tag: str = "models",
@@ -93,7 +82,7 @@ def documented(
             summary=summary,
             description=(view.__doc__ or "").strip(),
             response=response,
-            errors=tuple(sorted({*errors, 500})),
+            errors=_problems(errors),
             media_type=media_type,
             predict=predict,
             tag=tag,
@@ -104,6 +93,21 @@ def documented(
         return view
 
     return attach
+
+
+def _problems(errors: tuple[int | type[Exception], ...]) -> dict[int, tuple[ProblemType, ...]]:
+    """What each error status of a route means, from ``PROBLEM_TYPES``: every type of a status
+    given as a number, the one type of an exception class; any route may fail unexpectedly (500)."""
+    kinds: list[ProblemType] = []
+    for error in (*errors, Exception):
+        if isinstance(error, int):
+            found = [kind for kind in PROBLEM_TYPES.values() if kind.status == error]
+        else:
+            found = [problem_type(error)]
+        kinds += [kind for kind in found if kind is not None and kind not in kinds]
+    return {
+        status: tuple(k for k in kinds if k.status == status) for status in sorted({k.status for k in kinds})
+    }
 
 
 def build_document(
@@ -169,9 +173,9 @@ def _openapi_path(rule: Rule) -> str:
 def _responses(doc: OperationDoc, ok: dict[str, Any]) -> dict[str, Any]:
     headers = {REQUEST_ID_HEADER: {"$ref": f"#/components/headers/{REQUEST_ID_HEADER}"}}
     responses = {"200": {**ok, "headers": headers}}
-    for status in doc.errors:
+    for status, kinds in doc.errors.items():
         responses[str(status)] = {
-            "description": ERROR_DESCRIPTIONS[status],
+            "description": " ".join(f"`/problems/{kind.slug}`: {kind.when}" for kind in kinds),
             "headers": headers,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": "Problem"}},
         }
@@ -223,7 +227,7 @@ class _ModelParts:
     def register(cls, spec: APISpec, model: LoadedModel, max_rows: int) -> _ModelParts:
         name = model.name
         row_name = f"{name}.Row"
-        spec.components.schema(row_name, schema=row_schema(model.manifest))
+        spec.components.schema(row_name, schema=model.rules.row_schema)
         properties = spec.components.schemas[row_name]["properties"]
         for feature in model.manifest.features:
             # The row schema also validates, and knows nothing of Markdown: escape here.

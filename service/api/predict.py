@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api import state
 from service.api.body import read_json
-from service.api.metrics import metrics
 from service.api.openapi import documented
 from service.api.payload import rows_from_body
 from service.api.schemas import probability_keys
-from service.errors import InvalidInput, PredictionFailed
+from service.errors import (
+    InvalidInput,
+    MalformedRequest,
+    ModelNotFound,
+    ModelNotReady,
+    PredictionFailed,
+    TooManyRows,
+    UnreadableBody,
+    UnsupportedMediaType,
+)
 from service.models import LoadedModel, Prediction
+from service.models.json_rows import JsonRows
 
 bp = Blueprint("predict", __name__)
 
 
-SINGLE_ERRORS = (400, 404, 413, 415, 422, 503)
+# What a client may meet on a JSON prediction route (the OpenAPI document describes each).
+SINGLE_ERRORS = (
+    MalformedRequest,
+    UnreadableBody,
+    ModelNotFound,
+    RequestEntityTooLarge,
+    TooManyRows,
+    UnsupportedMediaType,
+    InvalidInput,
+    PredictionFailed,
+    ModelNotReady,
+)
 
 
 @bp.post("/predict")
@@ -60,37 +80,15 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     # For the log lines of this request (app and access log).
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
-    body = read_json(request)
     shaped = rows_from_body(
-        body,
+        read_json(request),
         model.manifest.feature_names,
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,
     )
-    recorded = metrics()
-    rows = len(shaped.rows)
-    recorded.rows_per_request.labels(model.name).observe(rows)
-    try:
-        if shaped.many:
-            matrix = model.validator.validate_many(shaped.rows)
-        else:
-            matrix = model.validator.validate_one(shaped.rows[0])
-    except InvalidInput:
-        recorded.predictions.labels(model.name, model.version, "invalid").inc(rows)
-        raise
-    started = time.perf_counter()
-    try:
-        prediction = model.predict(matrix)
-    except PredictionFailed:
-        recorded.predictions.labels(model.name, model.version, "error").inc(rows)
-        raise
-    recorded.prediction_duration.labels(model.name).observe(time.perf_counter() - started)
-    recorded.predictions.labels(model.name, model.version, "success").inc(rows)
-    if current.audit is not None:
-        current.audit.record(
-            g.request_id, model.name, model.version, model.manifest.feature_names, matrix, prediction
-        )
-    return render_prediction(model, prediction, many=shaped.many)
+    with current.core.request(model, g.request_id) as scoring:
+        scored = scoring.score(JsonRows(shaped.rows, many=shaped.many))
+    return render_prediction(model, scored.prediction, many=shaped.many)
 
 
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:

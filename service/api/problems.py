@@ -2,13 +2,17 @@
 
 Every error a client can see leaves through here, so every error is JSON
 (``application/problem+json``) with ``type``, ``title``, ``status`` and
-``detail``. Unexpected exceptions are logged with their traceback and answered
-with a request id only: internals never reach the client.
+``detail``. ``PROBLEM_TYPES`` maps each typed exception to its answer and says
+when a client meets it; the OpenAPI document's error responses are written from
+it (``service.api.openapi``), so a new kind of error is declared once, here. Unexpected exceptions are
+logged with their traceback and answered with a request id only: internals
+never reach the client.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -21,36 +25,121 @@ from service.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    NotReady,
     PredictionFailed,
     ServiceError,
     TooManyColumns,
     TooManyRows,
     UnreadableBody,
     UnsupportedMediaType,
+    UploadTooLarge,
 )
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-# exception -> (status, type slug, title). The most specific class wins.
-PROBLEM_TYPES: dict[type[ServiceError], tuple[int, str, str]] = {
-    MalformedRequest: (400, "malformed-request", "Malformed request body"),
-    UnreadableBody: (400, "unreadable-body", "Request body could not be read"),
-    ModelNotFound: (404, "model-not-found", "Model not found"),
-    TooManyRows: (413, "too-many-rows", "Too many rows"),
-    TooManyColumns: (413, "too-many-columns", "Too many columns"),
-    UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
-    InvalidInput: (422, "invalid-input", "Invalid input"),
-    ModelNotReady: (503, "model-not-ready", "Model not ready"),
-    PredictionFailed: (500, "prediction-failed", "Prediction failed"),
-    ModelLoadError: (500, "model-load-failed", "Model failed to load"),
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    slug: str  # the answer's type is /problems/SLUG
+    title: str
+    when: str  # when a client meets it, for the OpenAPI document
+
+
+# exception -> its answer. The most specific class wins.
+PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
+    MalformedRequest: ProblemType(
+        400,
+        "malformed-request",
+        "Malformed request body",
+        "The body cannot be parsed: not JSON (syntax, encoding, a repeated key), a form without a "
+        "boundary, a CSV header that is not UTF-8.",
+    ),
+    UnreadableBody: ProblemType(
+        400,
+        "unreadable-body",
+        "Request body could not be read",
+        "The body cannot be read to its end (broken chunked framing, shorter than its Content-Length).",
+    ),
+    ModelNotFound: ProblemType(404, "model-not-found", "Model not found", "No model of this name is served."),
+    NotFound: ProblemType(404, "not-found", "Not Found", "No route matches the path."),
+    MethodNotAllowed: ProblemType(
+        405,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "The route does not take this method; `Allow` lists those it does.",
+    ),
+    RequestEntityTooLarge: ProblemType(
+        413,
+        "request-entity-too-large",
+        "Request Entity Too Large",
+        "The body is over `SERVICE_MAX_BODY_BYTES`.",
+    ),
+    UploadTooLarge: ProblemType(
+        413,
+        "request-entity-too-large",
+        "Request Entity Too Large",
+        "The upload is over `SERVICE_MAX_UPLOAD_BYTES`.",
+    ),
+    TooManyRows: ProblemType(
+        413, "too-many-rows", "Too many rows", "The rows are over `SERVICE_MAX_BATCH_ROWS`."
+    ),
+    TooManyColumns: ProblemType(
+        413,
+        "too-many-columns",
+        "Too many columns",
+        "A CSV header's columns are over `SERVICE_MAX_CSV_COLUMNS`.",
+    ),
+    UnsupportedMediaType: ProblemType(
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "The body is not sent as the route's media type.",
+    ),
+    InvalidInput: ProblemType(
+        422,
+        "invalid-input",
+        "Invalid input",
+        "The input does not fit the model; `errors` names each bad field.",
+    ),
+    PredictionFailed: ProblemType(
+        500,
+        "prediction-failed",
+        "Prediction failed",
+        "The model failed on valid input; the answer carries a request id.",
+    ),
+    ModelLoadError: ProblemType(
+        500, "model-load-failed", "Model failed to load", "A model could not be loaded."
+    ),
+    Exception: ProblemType(
+        500,
+        "internal-error",
+        "Internal server error",
+        "A fault in the service; the answer carries a request id.",
+    ),
+    ModelNotReady: ProblemType(
+        503, "model-not-ready", "Model not ready", "The model is not ready: it failed to load."
+    ),
+    NotReady: ProblemType(
+        503, "not-ready", "Not ready", "Some configured model is not ready; `models` says why."
+    ),
 }
 
 
-def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> Response:
-    g.problem_type = slug  # for the error metrics and the log
-    body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+def problem_type(error: type[BaseException]) -> ProblemType | None:
+    """The problem type of an exception class: its own, or its nearest base class's."""
+    for cls in error.__mro__:
+        if cls in PROBLEM_TYPES:
+            return PROBLEM_TYPES[cls]
+    return None
+
+
+def _problem(kind: ProblemType, detail: str, *, status: int | None = None, **extra: Any) -> Response:
+    g.problem_type = kind.slug  # for the error metrics and the log
+    status = status or kind.status
+    body = {"type": f"/problems/{kind.slug}", "title": kind.title, "status": status, "detail": detail}
     body.update(extra)
     response = jsonify(body)
     response.status_code = status
@@ -58,31 +147,29 @@ def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> Re
     return response
 
 
-def _lookup(error: ServiceError) -> tuple[int, str, str]:
-    for cls in type(error).__mro__:
-        if cls in PROBLEM_TYPES:
-            return PROBLEM_TYPES[cls]
-    return 500, "internal-error", "Internal server error"
-
-
 def handle_service_error(error: ServiceError) -> Response:
-    status, slug, title = _lookup(error)
+    kind = problem_type(type(error)) or PROBLEM_TYPES[Exception]
     extra: dict[str, Any] = {}
     if isinstance(error, InvalidInput):
         if error.errors:
             extra["errors"] = error.errors
         if error.omitted:
             extra["errors_omitted"] = error.omitted
-    if status >= 500:
+    if isinstance(error, NotReady):
+        extra["models"] = error.models
+    if kind.status >= 500 and not isinstance(error, NotReady):
         # The cause (the model's own exception) is for the log, not the client.
         log.error("%s (request id %s)", error.detail, g.get("request_id"), exc_info=error)
         extra["request_id"] = g.get("request_id")
-    return problem(status, slug, title, error.detail, **extra)
+    return _problem(kind, error.detail, **extra)
 
 
 def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
-    slug = (error.name or "error").lower().replace(" ", "-")
+    kind = problem_type(type(error))
+    if kind is None:  # another of Werkzeug's: its own name and words
+        name = error.name or "Error"
+        kind = ProblemType(status, name.lower().replace(" ", "-"), name, "")
     detail = error.description or error.name
     allowed = sorted(getattr(error, "valid_methods", None) or ())
     if isinstance(error, NotFound):
@@ -91,7 +178,7 @@ def handle_http_exception(error: HTTPException) -> Response:
         detail = f"The request body is larger than the limit of {request.max_content_length} bytes."
     elif isinstance(error, MethodNotAllowed) and allowed:
         detail = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}."
-    response = problem(status, slug, error.name, detail)
+    response = _problem(kind, detail, status=status)
     if allowed:
         response.headers["Allow"] = ", ".join(allowed)
     return response
@@ -100,10 +187,8 @@ def handle_http_exception(error: HTTPException) -> Response:
 def handle_unexpected(error: Exception) -> Response:
     request_id = g.get("request_id")
     log.exception("unexpected error on %s %s (request id %s)", request.method, request.path, request_id)
-    return problem(
-        500,
-        "internal-error",
-        "Internal server error",
+    return _problem(
+        PROBLEM_TYPES[Exception],
         f"The service failed to answer this request; quote request id {request_id} when reporting it.",
         request_id=request_id,
     )

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from service.models.manifest import Artifact, Feature, Manifest
-from service.models.store import runtime_versions
+from service.models.versions import runtime_versions
 
 # Ranges are widened by this share of the observed span on each side, so that a
 # value just past the training data is still accepted.

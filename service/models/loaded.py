@@ -24,8 +24,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
 from service.errors import PredictionFailed
-from service.models.inputs import RowValidator
 from service.models.manifest import Manifest
+from service.models.rules import RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class LoadedModel:
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
 
     def __post_init__(self) -> None:
-        self.validator = RowValidator(self.manifest)
+        # Compiled once: every front end judges rows by these rules.
+        self.rules = RuleSet(self.manifest)
         # An estimator fitted on a DataFrame checks column names at predict time
         # (a ColumnTransformer selects columns by name), so it gets a DataFrame.
         self._wants_frame = hasattr(self.estimator, "feature_names_in_")
@@ -146,10 +147,6 @@ class LoadedModel:
         """True when labels come from the probabilities, with no second pass over the model."""
         return self._one_pass
 
-    def warm_up(self) -> Prediction:
-        """Predict the manifest's example row through the same path as a request."""
-        return self.predict(self.validator.validate_one(self.manifest.example_row()))
-
     def _model_input(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
         names = list(self.manifest.feature_names)
         if isinstance(matrix, pd.DataFrame):
@@ -159,11 +156,19 @@ class LoadedModel:
             return matrix
         return pd.DataFrame(
             {
-                feature.name: matrix[:, column].astype(_FRAME_DTYPES[feature.type])
+                feature.name: _frame_column(matrix[:, column], feature.type)
                 for column, feature in enumerate(self.manifest.features)
             },
             columns=names,
         )
+
+
+def _frame_column(values: np.ndarray, kind: str) -> np.ndarray:
+    try:
+        return values.astype(_FRAME_DTYPES[kind])
+    except OverflowError:
+        # An integer beyond int64 is valid (the model computes in floats): it goes as a float.
+        return values.astype(np.float64)
 
 
 def _final_step(estimator: Any) -> Any:

@@ -22,7 +22,9 @@ from service.errors import (
     ModelNotReady,
     PredictionFailed,
 )
-from service.models.loaded import LoadedModel
+from service.models.core import validated
+from service.models.json_rows import JsonRows
+from service.models.loaded import LoadedModel, Prediction
 from service.models.store import ModelStore, bounded
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,11 @@ class ModelRegistry:
             self._served = {**self._served, entry.name: entry}
 
 
+def warm_up(model: LoadedModel) -> Prediction:
+    """Predict the manifest's example row through the same rules and call as a request."""
+    return model.predict(validated(model.rules, JsonRows([model.manifest.example_row()], many=False)))
+
+
 def load_served_model(
     store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool
 ) -> ServedModel:
@@ -89,7 +96,7 @@ def load_served_model(
         version = store.resolve(name, pinned)
         model = store.load(name, version, strict_versions=strict_versions)
         try:
-            model.warm_up()
+            warm_up(model)
         except InvalidInput as error:
             raise ModelLoadError(
                 name, version, f"the manifest's example row is invalid: {json.dumps(error.errors)}"

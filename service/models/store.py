@@ -17,11 +17,7 @@ import hashlib
 import io
 import json
 import logging
-import os
-import platform
-import re
 import shutil
-import stat
 import tempfile
 import warnings
 from dataclasses import replace
@@ -29,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import sklearn
 from marshmallow import ValidationError
-from packaging.version import InvalidVersion, Version
 
 from service.errors import (
     ArtifactHashMismatch,
@@ -50,6 +44,8 @@ from service.models.manifest import (
     decode_manifest,
     write_manifest,
 )
+from service.models.store_files import LEAVES_STORE, Refused, inside, read_regular, subdirectories
+from service.models.versions import version_key, version_mismatches
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +53,6 @@ log = logging.getLogger(__name__)
 # dump. Longer ones (a schema error naming 100,000 bad entries, the message of an
 # exception raised inside a pickle) are cut to this many characters.
 MAX_REASON_CHARS = 1_000
-
-# Links are followed only while they stay in the store: a manifest linked to a
-# file elsewhere would have its keys quoted in /ready, an artifact elsewhere is
-# outside what the operator manages as the store.
-_LEAVES_STORE = "leads outside the model store (symbolic links are followed only within it)"
 
 
 def bounded(reason: str, limit: int = MAX_REASON_CHARS) -> str:
@@ -72,46 +63,8 @@ def bounded(reason: str, limit: int = MAX_REASON_CHARS) -> str:
     return f"{reason[:keep]}... ({len(reason) - keep} more characters)"
 
 
-def version_key(version: str) -> tuple[Any, ...]:
-    """Order versions: PEP 440 ones (1, 2, 10, 1.2.0) numerically, above any other label."""
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        parts = re.findall(r"\d+|\D+", version)
-        return (0, tuple((1, int(p)) if p.isdigit() else (0, p) for p in parts))
-
-
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def runtime_versions() -> dict[str, str]:
-    """Library versions of this process, recorded in manifests at training time."""
-    import numpy
-
-    return {
-        "python": platform.python_version(),
-        "sklearn": sklearn.__version__,
-        "numpy": numpy.__version__,
-        "joblib": joblib.__version__,
-    }
-
-
-def version_mismatches(trained_with: dict[str, str]) -> list[str]:
-    """Human-readable differences between the training and serving runtimes."""
-    here = runtime_versions()
-    problems = []
-    trained_sklearn = trained_with.get("sklearn")
-    if trained_sklearn != here["sklearn"]:
-        problems.append(f"trained with scikit-learn {trained_sklearn}, serving with {here['sklearn']}")
-    trained_python = trained_with.get("python")
-    if trained_python and trained_python.split(".")[:2] != here["python"].split(".")[:2]:
-        problems.append(f"trained with Python {trained_python}, serving with {here['python']}")
-    return problems
-
-
-class _Refused(Exception):
-    """A stored file that is not read; the message follows the file's name ("is missing")."""
 
 
 class ModelStore:
@@ -127,7 +80,7 @@ class ModelStore:
         A directory that cannot be listed is named, not hidden: loading it says why.
         """
         try:
-            candidates = _directories(self.root)
+            candidates = subdirectories(self.root)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as error:
@@ -136,7 +89,7 @@ class ModelStore:
         found = []
         for name in candidates:
             try:
-                if _directories(self.root / name):
+                if subdirectories(self.root / name):
                     found.append(name)
             except OSError:
                 found.append(name)
@@ -154,7 +107,7 @@ class ModelStore:
         if not NAME_PATTERN.fullmatch(name):
             return []
         try:
-            return sorted(_directories(self.root / name), key=version_key)
+            return sorted(subdirectories(self.root / name), key=version_key)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -184,8 +137,9 @@ class ModelStore:
         directory = self._version_directory(name, version)
         shown = f"{name}/{version}/{MANIFEST_FILE}"  # store-relative: no host paths in answers
         try:
-            manifest = decode_manifest(self._read(directory / MANIFEST_FILE, limit=MAX_MANIFEST_BYTES))
-        except (_Refused, ManifestLimitExceeded) as error:
+            data = read_regular(self.root, directory / MANIFEST_FILE, limit=MAX_MANIFEST_BYTES)
+            manifest = decode_manifest(data)
+        except (Refused, ManifestLimitExceeded) as error:
             raise ManifestError(name, version, f"manifest {shown} {error}") from None
         except ValueError as error:
             raise ManifestError(name, version, f"manifest {shown} is not valid JSON: {error}") from None
@@ -213,8 +167,8 @@ class ModelStore:
         path = self.root / name / version / manifest.artifact.file
         shown = f"{name}/{version}/{manifest.artifact.file}"
         try:
-            data = self._read(path)
-        except _Refused as refused:
+            data = read_regular(self.root, path)
+        except Refused as refused:
             raise ArtifactMissing(name, version, f"artifact {shown} {refused}") from None
         digest = sha256_of(data)
         if digest != manifest.artifact.sha256:
@@ -240,10 +194,6 @@ class ModelStore:
         _check_estimator(manifest, estimator)
         return LoadedModel(manifest=manifest, estimator=estimator, warnings=tuple(notes))
 
-    def _inside(self, path: Path) -> bool:
-        """Whether ``path``, every link resolved, is in the store (itself resolved)."""
-        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.root))
-
     def _version_directory(self, name: str, version: str) -> Path:
         """``ROOT/NAME/VERSION``; raises ``ManifestError`` if a link takes it out of the store."""
         directory = self.root / name / version
@@ -251,35 +201,9 @@ class ModelStore:
             (directory.parent, f"model directory {name}/"),
             (directory, f"version directory {name}/{version}/"),
         ):
-            if not self._inside(path):
-                raise ManifestError(name, version, f"{shown} {_LEAVES_STORE}")
+            if not inside(self.root, path):
+                raise ManifestError(name, version, f"{shown} {LEAVES_STORE}")
         return directory
-
-    def _read(self, path: Path, limit: int | None = None) -> bytes:
-        """The bytes of a regular file in the store: all of them, or at most ``limit`` + 1.
-
-        Raises ``_Refused``. A FIFO would block the open (and the start-up) until
-        someone writes to it, and a device may never end: anything but a regular
-        file is refused after a ``stat``, without being opened. The open itself
-        does not block, and the opened file is checked again, in case it was
-        swapped in between.
-        """
-        real = Path(os.path.realpath(path))
-        if not self._inside(real):
-            raise _Refused(_LEAVES_STORE)
-        try:
-            _check_regular(os.stat(real).st_mode)
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                _check_regular(os.fstat(fd).st_mode)
-                with open(fd, "rb", closefd=False) as handle:
-                    return handle.read() if limit is None else handle.read(limit + 1)
-            finally:
-                os.close(fd)
-        except FileNotFoundError:
-            raise _Refused("is missing") from None
-        except OSError as error:
-            raise _Refused(f"cannot be read: {error.strerror}") from None
 
     def add(self, artifact: Path, manifest: Manifest) -> Path:
         """Copy ``artifact`` in as ``manifest.name``/``manifest.version``; returns its directory.
@@ -309,42 +233,6 @@ class ModelStore:
         shutil.rmtree(directory)
         if not any(directory.parent.iterdir()):
             directory.parent.rmdir()
-
-
-def _directories(directory: Path) -> list[str]:
-    """Entries of ``directory`` with a valid name that are directories, through links.
-
-    An entry that cannot be examined (a link to itself, a target out of reach)
-    counts: loading it says why it fails, rather than it silently not existing.
-    Raises ``OSError`` if ``directory`` cannot be listed.
-    """
-    found = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not NAME_PATTERN.fullmatch(entry.name):
-                continue
-            try:
-                is_directory = entry.is_dir()
-            except OSError:
-                is_directory = True
-            if is_directory:
-                found.append(entry.name)
-    return found
-
-
-_FILE_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
-def _check_regular(mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "of another kind")
-        raise _Refused(f"is not a regular file ({kind})")
 
 
 def _with_sha256(manifest: Manifest, digest: str) -> Manifest:

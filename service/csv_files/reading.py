@@ -10,8 +10,9 @@ from typing import IO
 
 import numpy as np
 
-from service.api.csv_upload import READ_SIZE, FileFault
+from service.errors import UnreadableFile
 
+READ_SIZE = 64 * 1024  # bytes read from the source at a time
 # A chunk holds rows up to this much text, and no line may be longer: the text
 # of a chunk, split into cells, is the largest thing a CSV request holds.
 CHUNK_BYTES = 1024 * 1024
@@ -52,7 +53,7 @@ class CsvReader:
             if got is None:
                 if self._carry:
                     line = self._next_line - len(self._carry)
-                    raise FileFault(line, f"Line {line} opens a quoted cell that is never closed.")
+                    raise UnreadableFile(line, f"Line {line} opens a quoted cell that is never closed.")
                 return None
             text, first_line, bad_lines = got
             plain = text.replace("\r\n", "\n") if "\r" in text else text
@@ -85,7 +86,7 @@ class CsvReader:
             cut = data.rfind(b"\n") + 1
         else:
             line = self._next_line
-            raise FileFault(line, f"Line {line} is longer than {CHUNK_BYTES} bytes.")
+            raise UnreadableFile(line, f"Line {line} is longer than {CHUNK_BYTES} bytes.")
         if not cut:
             return None
         raw, self._pending = data[:cut], data[cut:]
@@ -140,13 +141,13 @@ class CsvReader:
         except csv.Error as error:
             line = first_line + reader.line_num - 1
             if str(error) != "unexpected end of data" or reader.line_num != len(lines):
-                raise FileFault(line, f"Line {line} cannot be read as CSV: {error}.") from None
+                raise UnreadableFile(line, f"Line {line} cannot be read as CSV: {error}.") from None
             # The last row goes on in the lines still to come.
             self._carry = lines[done:]
             self._carry_bad = [bad for bad in bad_lines if bad >= first_line + done]
             if sum(map(len, self._carry)) > CHUNK_BYTES:
                 start = first_line + done
-                raise FileFault(
+                raise UnreadableFile(
                     start, f"The row from line {start} on is longer than {CHUNK_BYTES} bytes."
                 ) from None
         if not rows:

@@ -1,10 +1,9 @@
-"""The vectorised row checks and the marshmallow schema agree on every input.
+"""JSON rows: the vectorised checks and the exact rules (the row schema) agree on every input.
 
-``RowValidator.validate_many`` / ``validate_one`` take the vectorised path
-(``service.models.vectorised``) when they can; ``RowValidator._validate_each``
-is the schema alone, row by row. For any batch, both must accept it with the
-same matrix (values, dtype, Python types) or refuse it with the same message
-and the same errors for the same rows and fields.
+``check_rows`` takes the vectorised path when it can; ``exact_row`` is the
+schema alone, row by row. For any batch, both must accept it with the same
+matrix (values, dtype, Python types) or refuse it with the same message and
+the same errors for the same rows and fields.
 """
 
 from __future__ import annotations
@@ -18,9 +17,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service.errors import InvalidInput
-from service.models.inputs import RowValidator
+from service.models import json_rows
+from service.models.json_rows import JsonRows, check_rows, exact_row
 from service.models.manifest import Artifact, Feature, Manifest
-from service.models.vectorised import VectorisedRows
+from service.models.rules import RuleSet
+from tests.rows import JsonValidator
 
 
 def _manifest(name: str, *features: Feature) -> Manifest:
@@ -54,7 +55,17 @@ MANIFESTS = {
     "flags": _manifest("flags", Feature("on", "bool"), Feature("level", "int", max=3.0)),
     "single": _manifest("single", Feature("only", "float", max=1.0)),
 }
-VALIDATORS = {name: RowValidator(manifest) for name, manifest in MANIFESTS.items()}
+VALIDATORS = {name: JsonValidator(manifest) for name, manifest in MANIFESTS.items()}
+
+
+def exactly(rules: RuleSet, rows: list[Any]) -> np.ndarray:
+    """The rows judged by the exact rules alone, one by one, as a batch."""
+    checked = [exact_row(rules, row) for row in rows]
+    errors = {index: row_errors for index, (_, row_errors) in enumerate(checked) if row_errors}
+    if errors:
+        raise JsonRows(rows).refuse(errors)
+    return rules.assemble_rows([values for values, _ in checked])
+
 
 # Values a client might send for any feature: around the bounds, integral or
 # not, signed zeros, the limits of floats and exact integers, and other JSON types.
@@ -170,7 +181,9 @@ PROPERTY = settings(max_examples=600, deadline=None, suppress_health_check=[Heal
 def test_batches_get_the_schemas_verdict(batch: tuple[str, list[Any]]) -> None:
     name, rows = batch
     validator = VALIDATORS[name]
-    assert same(outcome(validator.validate_many, rows), outcome(validator._validate_each, rows))
+    assert same(
+        outcome(validator.validate_many, rows), outcome(lambda rows: exactly(validator.rules, rows), rows)
+    )
 
 
 @PROPERTY
@@ -181,51 +194,49 @@ def test_single_rows_get_the_schemas_verdict(batch: tuple[str, list[Any]]) -> No
     row = rows[0]
     fast = outcome(validator.validate_one, row)
     try:
-        values, errors = validator._check(row)
+        values, errors = exact_row(validator.rules, row)
     except Exception as error:  # pragma: no cover - the schema path never raises
         pytest.fail(f"schema path raised {error!r}")
     if errors:
         assert fast[0] == "refused" and fast[2] == errors
     else:
-        expected = validator._matrix([values])
+        expected = validator.rules.assemble_rows([values])
         assert fast == ("accepted", expected.dtype, [[(type(v), v) for v in r] for r in expected.tolist()])
 
 
 @given(batch=batches())
 @PROPERTY
-def test_the_vectorised_path_never_passes_a_row_the_schema_refuses(batch: tuple[str, list[Any]]) -> None:
-    """Stronger than equal verdicts: each row it passes, the schema passes on its own."""
+def test_no_row_passes_that_the_schema_refuses(batch: tuple[str, list[Any]]) -> None:
+    """Stronger than equal verdicts: judged partially, each row that passes, the schema passes on its own."""
     name, rows = batch
-    validator = VALIDATORS[name]
-    checked = VectorisedRows(MANIFESTS[name]).check(rows)
-    if checked is None:
-        return
-    doubtful = set(checked.doubtful)
+    rules = VALIDATORS[name].rules
+    checked = check_rows(rules, rows, strict=False)
     for index, row in enumerate(rows):
-        if index not in doubtful:
-            assert validator._check(row)[1] == {}, (index, row)
+        assert bool(checked.valid[index]) == (exact_row(rules, row)[1] == {}), (index, row)
 
 
-def test_a_regular_valid_batch_takes_the_vectorised_path() -> None:
-    """The fast path is really taken for the shapes that matter (else the property holds trivially)."""
-    floats = VectorisedRows(MANIFESTS["floats"])
+def test_a_regular_valid_batch_takes_the_vectorised_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path is really taken for the shapes that matter (else the properties hold trivially)."""
+
+    def no_exact_rules(*args: Any) -> Any:
+        raise AssertionError("the exact rules were asked")
+
+    monkeypatch.setattr(json_rows, "exact_row", no_exact_rules)
+    floats = VALIDATORS["floats"]
     rows = [[0.5, 1.0], [2.5, 0.0], [-1.5, 1e300]]
-    checked = floats.check(rows)
-    assert checked is not None and checked.doubtful == []
-    assert checked.matrix.dtype == np.float64 and checked.matrix.tolist() == rows
+    matrix = floats.validate_many(rows)
+    assert matrix.dtype == np.float64 and matrix.tolist() == rows
     as_objects = [{"b": b, "a": a} for a, b in rows]
-    assert floats.check(as_objects).matrix.tolist() == rows
-    mixed = VectorisedRows(MANIFESTS["mixed"]).check([[1.0, 2, "pro", True], [0, 5.0, "basic", False]])
-    assert mixed is not None and mixed.matrix.dtype == object
-    assert mixed.matrix.tolist() == [[1.0, 2, "pro", True], [0.0, 5, "basic", False]]
-    assert [type(value) for value in mixed.matrix[1]] == [float, int, str, bool]
+    assert floats.validate_many(as_objects).tolist() == rows
+    mixed = VALIDATORS["mixed"].validate_many([[1.0, 2, "pro", True], [0, 5.0, "basic", False]])
+    assert mixed.dtype == object
+    assert mixed.tolist() == [[1.0, 2, "pro", True], [0.0, 5, "basic", False]]
+    assert [type(value) for value in mixed[1]] == [float, int, str, bool]
 
 
-def test_only_the_doubtful_rows_are_named() -> None:
-    checked = VectorisedRows(MANIFESTS["floats"]).check(
-        [[0.5, 1.0], [3.0, 1.0], [0.0, -1.0], [1.0, math.nan]]
-    )
-    assert checked.matrix is None and checked.doubtful == [1, 2, 3]
+def test_only_the_bad_rows_are_named() -> None:
+    checked = check_rows(VALIDATORS["floats"].rules, [[0.5, 1.0], [3.0, 1.0], [0.0, -1.0], [1.0, math.nan]])
+    assert checked.matrix is None and sorted(checked.errors) == [1, 2, 3]
     with pytest.raises(InvalidInput) as caught:
         VALIDATORS["floats"].validate_many([[0.5, 1.0], [3.0, 1.0], [0.0, -1.0]])
     assert caught.value.errors == {

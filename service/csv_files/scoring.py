@@ -1,4 +1,5 @@
-"""Scoring a CSV file chunk by chunk: the header, each chunk's cells, checks and predictions.
+"""Scoring a CSV file chunk by chunk: the header, each chunk's rows through the prediction core,
+and the answer's text.
 
 Memory per chunk is bounded whatever the file's shape. A chunk holds at most
 ``CHUNK_ROWS`` lines, at most ``csv_reading.CHUNK_BYTES`` of text, and at most
@@ -12,32 +13,30 @@ header's width.
 from __future__ import annotations
 
 import itertools
-import time
 from collections import Counter
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import IO
 
 import numpy as np
-from flask import g
 
-from service.api import state
-from service.api.csv_reading import CHUNK_BYTES, CsvReader
-from service.api.csv_text import defuse_plain_lines, is_formula, quote, safe_cell, safe_row
-from service.api.metrics import metrics
-from service.api.schemas import probability_keys
+from service.csv_files.reading import CHUNK_BYTES, CsvReader
+from service.csv_files.spool import Spool
+from service.csv_files.text import defuse_plain_lines, is_formula, quote, safe_cell, safe_row
 from service.errors import (
     MAX_LISTED_ERRORS,
+    ROW_ERROR_KEY,
     InvalidInput,
     MalformedRequest,
-    PredictionFailed,
     TooManyColumns,
     listing,
 )
 from service.models import LoadedModel
-from service.models.frame_validation import CellValidator
-from service.models.inputs import ROW_ERROR_KEY
+from service.models.core import PredictionRequest, Scored
+from service.models.loaded import probability_keys
+from service.models.text_cells import CellRows
 
+LINE_BREAK = "\r\n"  # in the answer, as RFC 4180 has it
 CHUNK_ROWS = 10_000  # rows per validation and model call, at most
 # A row with another number of cells than the header is answered padded (or
 # cut) to the header's width: with a wide header, each costs the answer up to
@@ -51,26 +50,15 @@ _DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 @dataclass
 class Chunk:
     texts: list[str]  # each row's text for the answer: cells as sent (formulas defused), header's width
-    lines: np.ndarray  # the line on which each row starts
-    checked: np.ndarray  # indexes of the rows whose feature cells are checked
-    cells: np.ndarray  # those rows' feature cells (object array of str, manifest order)
-    row_errors: dict[int, str]  # row index -> a fault of the whole row (cell count, encoding)
-
-
-@dataclass
-class Checked:
-    valid: np.ndarray  # per row of the chunk
-    matrix: np.ndarray  # the valid rows, for the model
-    errors: dict[int, dict[str, list[str]]]  # row index -> field -> messages
+    rows: CellRows  # its feature cells, for the prediction core
 
 
 class Scorer:
-    """Reads a CSV file in chunks, validates and predicts each chunk."""
+    """Reads a CSV file in chunks, and writes each chunk's answer from what the core made of it."""
 
     def __init__(self, model: LoadedModel, source: IO[bytes], max_columns: int) -> None:
         self.model = model
         self._reader = CsvReader(source)
-        self._validator = CellValidator(model.manifest)
         self._classes = model.manifest.classes or ()
         self._labels = {
             label: safe_cell(text)
@@ -175,7 +163,7 @@ class Scorer:
                 elif any(map(is_formula, row)):
                     texts[index] = safe_row(row)
         self.rows += len(texts)
-        return Chunk(texts, block.starts, checked, cells, row_errors)
+        return Chunk(texts, CellRows(cells, block.starts, checked, row_errors))
 
     def _count_ragged(self, ragged: list[int], lines: np.ndarray, width: int) -> None:
         """Count rows whose number of cells is not the header's; past MAX_RAGGED_ROWS, refuse the file."""
@@ -191,43 +179,21 @@ class Scorer:
                 {f"line {first}": {ROW_ERROR_KEY: [f"The header has {width} cells; this row does not."]}},
             )
 
-    def check(self, chunk: Chunk) -> Checked:
-        """Validate the chunk's feature cells, vectorised; whole-row faults count too."""
-        check = self._validator.validate(chunk.cells)
-        valid = np.zeros(len(chunk.texts), dtype=bool)
-        valid[chunk.checked] = check.valid
-        errors = {int(chunk.checked[index]): fields for index, fields in check.errors.items()}
-        errors.update({index: {ROW_ERROR_KEY: [message]} for index, message in chunk.row_errors.items()})
-        return Checked(valid, check.matrix, dict(sorted(errors.items())))
+    def answer(self, chunk: Chunk, scored: Scored) -> str:
+        """The chunk's lines of the answer: each row as sent, its outputs (empty if invalid), its error."""
+        outputs = self._outputs(scored)
+        messages = [""] * len(chunk.texts)
+        for index, fields in scored.errors.items():
+            messages[index] = error_text(int(chunk.rows.lines[index]), fields)
+        return LINE_BREAK.join(map(",".join, zip(chunk.texts, *outputs, messages, strict=True))) + LINE_BREAK
 
-    def predict(self, checked: Checked) -> list[list[str]]:
-        """One model call for the chunk's valid rows: its output columns as text, empty on invalid rows."""
-        model = self.model
-        recorded = metrics()
-        rows = len(checked.valid)
-        good = np.flatnonzero(checked.valid)
-        if checked.errors:
-            recorded.predictions.labels(model.name, model.version, "invalid").inc(len(checked.errors))
-        if not len(good):
+    def _outputs(self, scored: Scored) -> list[list[str]]:
+        """The output columns as text: the prediction, then each class's probability."""
+        model, prediction = self.model, scored.prediction
+        rows = len(scored.valid)
+        if prediction is None:
             return [[""] * rows for _ in range(1 + (len(self._classes) if model.has_probabilities else 0))]
-        started = time.perf_counter()
-        try:
-            prediction = model.predict(checked.matrix)
-        except PredictionFailed:
-            recorded.predictions.labels(model.name, model.version, "error").inc(len(good))
-            raise
-        recorded.prediction_duration.labels(model.name).observe(time.perf_counter() - started)
-        recorded.predictions.labels(model.name, model.version, "success").inc(len(good))
-        audit = state().audit
-        if audit is not None:
-            audit.record(
-                g.request_id,
-                model.name,
-                model.version,
-                model.manifest.feature_names,
-                checked.matrix,
-                prediction,
-            )
+        good = np.flatnonzero(scored.valid)
         values = prediction.values.tolist()
         if model.manifest.task == "regression":
             texts = list(map(repr, values))  # the shortest text that reads back as the same float
@@ -294,17 +260,6 @@ def error_text(line: int, fields: dict[str, list[str]]) -> str:
     return safe_cell(f"line {line}: " + "; ".join(parts))
 
 
-def first_chunk_problem(chunk: Chunk, errors: dict[int, dict[str, list[str]]]) -> InvalidInput:
-    rows = len(chunk.texts)
-    detail = (
-        f"{len(errors)} of the first {rows} row{'s' if rows != 1 else ''} "
-        f"{'are' if len(errors) != 1 else 'is'} invalid, so nothing was predicted; 'errors' names each "
-        "bad field by line (the header is line 1)."
-    )
-    by_line = {f"line {int(chunk.lines[index])}": fields for index, fields in errors.items()}
-    return InvalidInput(detail, by_line)
-
-
 def _delimiter_hint(header: list[str]) -> str:
     if len(header) != 1:
         return ""
@@ -315,3 +270,26 @@ def _delimiter_hint(header: list[str]) -> str:
                 "only comma-separated files are read."
             )
     return ""
+
+
+def score_file(scoring: PredictionRequest, source: IO[bytes], max_columns: int) -> Spool:
+    """Score the whole file into a spool; every fault of the file raises before anything is sent.
+
+    The first chunk is judged strictly: if a row in it is invalid, nothing is
+    predicted and the request is refused (a file of the wrong shape is refused
+    at once). Further on, a bad row keeps its place in the answer with its error.
+    """
+    scorer = Scorer(scoring.model, source, max_columns)
+    spool = Spool()
+    try:
+        header = scorer.header()
+        spool.write((scorer.output_header(header) + LINE_BREAK).encode("utf-8"))
+        first = True
+        while (chunk := scorer.chunk()) is not None:
+            scored = scoring.score(chunk.rows, partial=not first)
+            first = False
+            spool.write(scorer.answer(chunk, scored).encode("utf-8"))
+    except BaseException:
+        spool.close()
+        raise
+    return spool

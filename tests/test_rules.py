@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput
-from service.models.inputs import RowValidator
 from service.models.manifest import Artifact, Feature, Manifest
+from tests.rows import JsonValidator
 
 MANIFEST = Manifest(
     name="mixed",
@@ -29,17 +29,17 @@ GOOD = {"size": 2.5, "count": 3, "plan": "pro", "active": True, "free": -1e300}
 
 
 @pytest.fixture(scope="module")
-def validator() -> RowValidator:
-    return RowValidator(MANIFEST)
+def validator() -> JsonValidator:
+    return JsonValidator(MANIFEST)
 
 
-def errors_for(validator: RowValidator, row: Any) -> dict[str, Any]:
+def errors_for(validator: JsonValidator, row: Any) -> dict[str, Any]:
     with pytest.raises(InvalidInput) as caught:
         validator.validate_one(row)
     return caught.value.errors
 
 
-def test_a_good_row_becomes_a_matrix_in_manifest_order(validator: RowValidator) -> None:
+def test_a_good_row_becomes_a_matrix_in_manifest_order(validator: JsonValidator) -> None:
     shuffled = dict(reversed(list(GOOD.items())))
     matrix = validator.validate_one(shuffled)
     assert matrix.shape == (1, 5) and matrix.dtype == object
@@ -49,7 +49,7 @@ def test_a_good_row_becomes_a_matrix_in_manifest_order(validator: RowValidator) 
 
 def test_numeric_manifests_give_float_matrices() -> None:
     numeric = Manifest(**{**MANIFEST.__dict__, "features": MANIFEST.features[:2] + MANIFEST.features[3:]})
-    matrix = RowValidator(numeric).validate_many([[1.0, 2, False, 0.5], [3.0, 4.0, True, 7]])
+    matrix = JsonValidator(numeric).validate_many([[1.0, 2, False, 0.5], [3.0, 4.0, True, 7]])
     assert matrix.dtype == np.float64
     assert matrix.tolist() == [[1.0, 2.0, 0.0, 0.5], [3.0, 4.0, 1.0, 7.0]]
 
@@ -78,18 +78,18 @@ def test_numeric_manifests_give_float_matrices() -> None:
     ],
 )
 def test_each_type_rejects_what_it_should(
-    validator: RowValidator, field: str, value: Any, message: str
+    validator: JsonValidator, field: str, value: Any, message: str
 ) -> None:
     errors = errors_for(validator, {**GOOD, field: value})
     assert list(errors) == [field]
     assert message in errors[field][0]
 
 
-def test_integral_floats_are_integers(validator: RowValidator) -> None:
+def test_integral_floats_are_integers(validator: JsonValidator) -> None:
     assert validator.validate_one({**GOOD, "count": 4.0}).tolist()[0][1] == 4
 
 
-def test_all_errors_of_a_row_are_reported_at_once(validator: RowValidator) -> None:
+def test_all_errors_of_a_row_are_reported_at_once(validator: JsonValidator) -> None:
     row = {"size": -1, "count": "x", "plan": "pro", "extra": 1}
     errors = errors_for(validator, row)
     assert set(errors) == {"size", "count", "active", "free", "extra"}
@@ -97,7 +97,7 @@ def test_all_errors_of_a_row_are_reported_at_once(validator: RowValidator) -> No
     assert errors["active"] == ["Missing data for required field."]
 
 
-def test_batch_errors_are_keyed_by_row(validator: RowValidator) -> None:
+def test_batch_errors_are_keyed_by_row(validator: JsonValidator) -> None:
     with pytest.raises(InvalidInput) as caught:
         validator.validate_many([GOOD, {**GOOD, "plan": "x"}, 7, list(GOOD.values())[:2]])
     errors = caught.value.errors

@@ -1,0 +1,184 @@
+"""One rule set: the JSON route, the CSV route and the marshmallow row schema agree on every row.
+
+For rows hypothesis draws (numbers around the bounds and beyond 2**53, signed
+zeros, fractions for integers, booleans, category strings with commas, quotes and
+line breaks), each of the three accepts exactly the same rows and, for a refused
+row, names exactly the same fields:
+
+- the v1 JSON route, ``{"instances": rows}``;
+- the CSV route, the same rows as text cells (one model call per chunk);
+- the row schema (``RuleSet.row_schema``) that documents a row in OpenAPI.
+
+The model ignores its input (a prior), so every row the rules pass is predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+from sklearn.dummy import DummyClassifier
+
+from service import create_app
+from service.config import Settings
+from service.models.manifest import Artifact, Feature, Manifest
+from service.models.rules import RuleSet
+from service.models.text_cells import check_cells
+from tests.helpers import edit_manifest, store_model
+from tests.rows import JsonValidator
+
+CATEGORIES = ["red", "green, or teal", 'say "blue"', "line\nbreak", "=1+1", "ünï"]
+FEATURES = [
+    Feature("size", "float", min=-1.5, max=1e300),
+    Feature("count", "int", min=0, max=2.0**53),
+    Feature("big", "int"),
+    Feature("flag", "bool"),
+    Feature("colour", "category", categories=tuple(CATEGORIES)),
+]
+NAMES = [feature.name for feature in FEATURES]
+MANIFEST = Manifest("every", "1", "classification", Artifact("model.joblib", "0" * 64), tuple(FEATURES), {})
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
+    root = tmp_path_factory.mktemp("rules_store")
+    frame = pd.DataFrame({"size": [0.5, 1.0], "count": [1, 2], "big": [3, 4], "flag": [True, False],
+                          "colour": ["red", "red"]})  # fmt: skip
+    directory = store_model(root, DummyClassifier().fit(frame, ["a", "b"]), "every", "1", sample=frame)
+    edit_manifest(
+        directory,
+        features=[
+            {key: value for key, value in vars(feature).items() if value is not None}
+            | ({"categories": list(feature.categories)} if feature.categories else {})
+            for feature in FEATURES
+        ],
+    )
+    app: Flask = create_app(Settings(model_store=root))
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+NUMBERS = st.one_of(
+    st.sampled_from([0, 1, -0.0, 0.0, -1.5, -1.6, 2.5, 3.5, 1e300, 1.5e300, 2.0**53, 2.0**54]),
+    st.sampled_from([2**53 - 1, 2**53, 2**53 + 1, -(2**53) - 1, 2**63, 10**30, -(10**30)]),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), min_size=1, max_size=6)
+
+
+def values_for(feature: Feature) -> st.SearchStrategy[Any]:
+    if feature.type == "bool":
+        return st.booleans()
+    if feature.type == "category":
+        return st.one_of(st.sampled_from(CATEGORIES), TEXT)
+    return NUMBERS
+
+
+ROW = st.fixed_dictionaries({feature.name: values_for(feature) for feature in FEATURES})
+
+
+def cell(value: Any) -> str:
+    """A JSON value as a CSV cell: booleans as true/false, numbers as JSON writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    response = client.post("/v1/models/every/predict", json={"instances": rows})
+    if response.status_code == 200:
+        assert len(response.get_json()["predictions"]) == len(rows)
+        return set()
+    assert response.status_code == 422, response.get_json()
+    return {
+        (int(index), field) for index, fields in response.get_json()["errors"].items() for field in fields
+    }
+
+
+def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    lines, line = [], 2  # the header is line 1; a quoted cell may hold line breaks
+    text = ",".join(NAMES) + "\n"
+    for row in rows:
+        written = io.StringIO()
+        csv.writer(written, lineterminator="\n").writerow([cell(row[name]) for name in NAMES])
+        lines.append(line)
+        line += written.getvalue().count("\n")
+        text += written.getvalue()
+    response = client.post("/v1/models/every/predict/csv", data=text.encode(), content_type="text/csv")
+    if response.status_code == 200:
+        answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+        assert len(answer) == len(rows) and all(record["error"] == "" for record in answer)
+        return set()
+    assert response.status_code == 422, response.get_json()
+    errors = response.get_json()["errors"]
+    index = {f"line {line}": row for row, line in enumerate(lines)}
+    return {(index[line], field) for line, fields in errors.items() for field in fields}
+
+
+def schema_verdict(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    schema = RuleSet(MANIFEST).row_schema()
+    found = set()
+    for index, row in enumerate(rows):
+        try:
+            schema.load(row)
+        except ValidationError as error:
+            found |= {(index, field) for field in error.normalized_messages()}
+    return found
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ROW, min_size=1, max_size=3))
+@example(rows=[{"size": 0.5, "count": 2**53 + 1, "big": 2**63, "flag": True, "colour": "red"}])
+@example(rows=[{"size": -0.0, "count": -0.0, "big": -(2**53) - 1, "flag": False, "colour": "line\nbreak"}])
+@example(rows=[{"size": 1.5e300, "count": 2.5, "big": 1e300, "flag": True, "colour": "green"}])
+def test_json_csv_and_schema_accept_and_refuse_the_same_rows(
+    client: FlaskClient, rows: list[dict[str, Any]]
+) -> None:
+    expected = schema_verdict(rows)
+    assert json_verdict(client, rows) == expected
+    assert csv_verdict(client, rows) == expected
+
+
+def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClient) -> None:
+    """``count`` has max 2**53: 2**53 + 1 reads as the float 2**53, yet is past the bound (a fixed drift)."""
+    header = ",".join(NAMES)
+    over = client.post(
+        "/v1/models/every/predict/csv",
+        data=f"{header}\n0.5,{2**53 + 1},1,true,red\n".encode(),
+        content_type="text/csv",
+    )
+    assert over.status_code == 422
+    assert over.get_json()["errors"] == {
+        "line 2": {
+            "count": ["Must be greater than or equal to 0.0 and less than or equal to 9007199254740992.0."]
+        }
+    }
+    at = client.post(
+        "/v1/models/every/predict/csv",
+        data=f"{header}\n0.5,{2**53},1,true,red\n".encode(),
+        content_type="text/csv",
+    )
+    assert at.status_code == 200
+
+
+def test_minus_zero_is_the_integer_zero_in_json_and_csv_cells() -> None:
+    """An int feature's -0.0 reaches the model as 0 whichever way it was sent (CSV cells kept -0.0)."""
+    numbers = Manifest(**{**vars(MANIFEST), "features": (FEATURES[0], FEATURES[1])})
+    matrix = check_cells(RuleSet(numbers), np.array([["-0.0", "-0"], ["-0.0", "-0.0"]], dtype=object)).matrix
+    from_json = JsonValidator(numbers).validate_many([[-0.0, -0.0], [-0.0, -0]])
+    for sent in (matrix, from_json):
+        assert sent.dtype == np.float64
+        assert [[str(value) for value in row] for row in sent.tolist()] == [["-0.0", "0.0"]] * 2
