@@ -10,7 +10,7 @@ import numpy as np
 
 from service.models.core import validated
 from service.models.json_rows import JsonRows
-from service.models.manifest import Manifest
+from service.models.manifest import Artifact, Feature, Manifest
 from service.models.rules import RuleSet
 
 
@@ -26,3 +26,20 @@ class JsonValidator:
     def validate_many(self, rows: Sequence[Any]) -> np.ndarray:
         """Several rows, as ``{"instances": rows}`` sends them: errors keyed by row index."""
         return validated(self.rules, JsonRows(rows, many=True))
+
+
+def manifest_of(name: str, *features: Feature, task: str = "regression") -> Manifest:
+    """A manifest of ``features`` alone, for the rules (its artifact is never loaded)."""
+    return Manifest(
+        name=name,
+        version="1",
+        task=task,
+        artifact=Artifact("model.joblib", "0" * 64),
+        trained_with={"sklearn": "1.0"},
+        features=features,
+    )
+
+
+def with_features(manifest: Manifest, *features: Feature) -> Manifest:
+    """``manifest`` with other features."""
+    return Manifest(**{**vars(manifest), "features": features})

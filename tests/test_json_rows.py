@@ -19,41 +19,29 @@ from hypothesis import strategies as st
 from service.errors import InvalidInput
 from service.models import json_rows
 from service.models.json_rows import JsonRows, check_rows, exact_row
-from service.models.manifest import Artifact, Feature, Manifest
+from service.models.manifest import Feature, Manifest
 from service.models.rules import RuleSet
-from tests.rows import JsonValidator
-
-
-def _manifest(name: str, *features: Feature) -> Manifest:
-    return Manifest(
-        name=name,
-        version="1",
-        task="regression",
-        artifact=Artifact("model.joblib", "0" * 64),
-        trained_with={"sklearn": "1.0"},
-        features=features,
-    )
-
+from tests.rows import JsonValidator, manifest_of
 
 MANIFESTS = {
     # Like the demo models: bounded floats only.
-    "floats": _manifest("floats", Feature("a", "float", min=-1.5, max=2.5), Feature("b", "float", min=0.0)),
-    "numbers": _manifest(
+    "floats": manifest_of("floats", Feature("a", "float", min=-1.5, max=2.5), Feature("b", "float", min=0.0)),
+    "numbers": manifest_of(
         "numbers",
         Feature("x", "float"),
         Feature("n", "int", min=1.0, max=5.0),
         Feature("big", "int", min=-(2.0**60), max=2.0**60),
         Feature("m", "int"),
     ),
-    "mixed": _manifest(
+    "mixed": manifest_of(
         "mixed",
         Feature("size", "float", min=0.0, max=10.0),
         Feature("count", "int", min=1, max=5),
         Feature("plan", "category", categories=("basic", "pro")),
         Feature("active", "bool"),
     ),
-    "flags": _manifest("flags", Feature("on", "bool"), Feature("level", "int", max=3.0)),
-    "single": _manifest("single", Feature("only", "float", max=1.0)),
+    "flags": manifest_of("flags", Feature("on", "bool"), Feature("level", "int", max=3.0)),
+    "single": manifest_of("single", Feature("only", "float", max=1.0)),
 }
 VALIDATORS = {name: JsonValidator(manifest) for name, manifest in MANIFESTS.items()}
 

@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from service.errors import ROW_ERROR_KEY, InvalidInput
-from service.models.manifest import Artifact, Feature, Manifest
-from tests.rows import JsonValidator
+from service.models.manifest import Feature, Manifest
+from tests.rows import JsonValidator, manifest_of, with_features
 
 # Settings per test rather than a loaded profile, so other modules keep theirs.
 # No example database, so no examples are saved in the repository (hypothesis's
@@ -275,24 +275,16 @@ def batches(manifest: Manifest, *, max_size: int, nulls: bool = True) -> st.Sear
 
 # --- Unit level: JsonValidator built from a manifest -------------------------------
 
-MIXED = Manifest(
-    name="mixed",
-    version="1",
-    task="regression",
-    artifact=Artifact("model.joblib", "0" * 64),
-    trained_with={"sklearn": "1.0"},
-    features=(
-        Feature("size", "float", min=0.0, max=10.0),
-        Feature("free", "float"),
-        Feature("count", "int", min=1, max=5),
-        Feature("plan", "category", categories=("basic", "pro")),
-        Feature("active", "bool"),
-    ),
+MIXED = manifest_of(
+    "mixed",
+    Feature("size", "float", min=0.0, max=10.0),
+    Feature("free", "float"),
+    Feature("count", "int", min=1, max=5),
+    Feature("plan", "category", categories=("basic", "pro")),
+    Feature("active", "bool"),
 )
 # Without the category the matrix is float64: the other branch of JsonValidator.
-NUMERIC = Manifest(
-    **{**MIXED.__dict__, "name": "numeric", "features": MIXED.features[:3] + MIXED.features[4:]}
-)
+NUMERIC = manifest_of("numeric", *MIXED.features[:3], *MIXED.features[4:])
 GOOD = {"size": 2.5, "free": -1e300, "count": 3, "plan": "pro", "active": True}
 VALIDATORS = {manifest.name: JsonValidator(manifest) for manifest in (MIXED, NUMERIC)}
 CASES = [(manifest.name, feature.name) for manifest in (MIXED, NUMERIC) for feature in manifest.features]
@@ -668,7 +660,7 @@ def test_an_unbounded_int_feature_refuses_integers_beyond_any_float(with_categor
     features = (Feature("x", "float"), UNBOUNDED_INT)
     if with_category:
         features += (Feature("c", "category", categories=("a", "b")),)
-    validator = JsonValidator(Manifest(**{**MIXED.__dict__, "features": features}))
+    validator = JsonValidator(with_features(MIXED, *features))
     row = {"x": 1.0, "n": value, "c": "a"} if with_category else {"x": 1.0, "n": value}
     try:
         matrix = validator.validate_one(row)

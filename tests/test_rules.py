@@ -8,22 +8,16 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput
-from service.models.manifest import Artifact, Feature, Manifest
-from tests.rows import JsonValidator
+from service.models.manifest import Feature
+from tests.rows import JsonValidator, manifest_of, with_features
 
-MANIFEST = Manifest(
-    name="mixed",
-    version="1",
-    task="regression",
-    artifact=Artifact("model.joblib", "0" * 64),
-    trained_with={"sklearn": "1.0"},
-    features=(
-        Feature("size", "float", min=0.0, max=10.0),
-        Feature("count", "int", min=1, max=5),
-        Feature("plan", "category", categories=("basic", "pro")),
-        Feature("active", "bool"),
-        Feature("free", "float"),
-    ),
+MANIFEST = manifest_of(
+    "mixed",
+    Feature("size", "float", min=0.0, max=10.0),
+    Feature("count", "int", min=1, max=5),
+    Feature("plan", "category", categories=("basic", "pro")),
+    Feature("active", "bool"),
+    Feature("free", "float"),
 )
 GOOD = {"size": 2.5, "count": 3, "plan": "pro", "active": True, "free": -1e300}
 
@@ -48,7 +42,7 @@ def test_a_good_row_becomes_a_matrix_in_manifest_order(validator: JsonValidator)
 
 
 def test_numeric_manifests_give_float_matrices() -> None:
-    numeric = Manifest(**{**MANIFEST.__dict__, "features": MANIFEST.features[:2] + MANIFEST.features[3:]})
+    numeric = with_features(MANIFEST, *MANIFEST.features[:2], *MANIFEST.features[3:])
     matrix = JsonValidator(numeric).validate_many([[1.0, 2, False, 0.5], [3.0, 4.0, True, 7]])
     assert matrix.dtype == np.float64
     assert matrix.tolist() == [[1.0, 2.0, 0.0, 0.5], [3.0, 4.0, 1.0, 7.0]]

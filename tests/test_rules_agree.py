@@ -31,11 +31,11 @@ from sklearn.dummy import DummyClassifier
 
 from service import create_app
 from service.config import Settings
-from service.models.manifest import Artifact, Feature, Manifest
+from service.models.manifest import Feature
 from service.models.rules import RuleSet
 from service.models.text_cells import check_cells
 from tests.helpers import edit_manifest, store_model
-from tests.rows import JsonValidator
+from tests.rows import JsonValidator, manifest_of, with_features
 
 CATEGORIES = ["red", "green, or teal", 'say "blue"', "line\nbreak", "=1+1", "ünï"]
 FEATURES = [
@@ -46,7 +46,7 @@ FEATURES = [
     Feature("colour", "category", categories=tuple(CATEGORIES)),
 ]
 NAMES = [feature.name for feature in FEATURES]
-MANIFEST = Manifest("every", "1", "classification", Artifact("model.joblib", "0" * 64), tuple(FEATURES), {})
+MANIFEST = manifest_of("every", *FEATURES, task="classification")
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClien
 
 def test_minus_zero_is_the_integer_zero_in_json_and_csv_cells() -> None:
     """An int feature's -0.0 reaches the model as 0 whichever way it was sent (CSV cells kept -0.0)."""
-    numbers = Manifest(**{**vars(MANIFEST), "features": (FEATURES[0], FEATURES[1])})
+    numbers = with_features(MANIFEST, FEATURES[0], FEATURES[1])
     matrix = check_cells(RuleSet(numbers), np.array([["-0.0", "-0"], ["-0.0", "-0.0"]], dtype=object)).matrix
     from_json = JsonValidator(numbers).validate_many([[-0.0, -0.0], [-0.0, -0]])
     for sent in (matrix, from_json):

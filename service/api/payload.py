@@ -14,12 +14,12 @@ model's own schema (``service.models.inputs``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.errors import InvalidInput, TooManyRows
+from service.models.json_rows import JsonRows
 
 ROW_TYPE_ERROR = "Must be an object of named features or a list of values in manifest order."
 
@@ -84,14 +84,11 @@ _INSTANCES = InstancesRequest()
 _ROW_LIST = RowListRequest()
 
 
-@dataclass(frozen=True)
-class Rows:
-    rows: list[Any]
-    many: bool  # answer with ``predictions`` (a list) rather than ``prediction``
-
-
-def rows_from_body(body: Any, feature_names: tuple[str, ...], *, batch_route: bool, max_rows: int) -> Rows:
-    """Recognise the body's shape; raises ``InvalidInput`` or ``TooManyRows``."""
+def rows_from_body(
+    body: Any, feature_names: tuple[str, ...], *, batch_route: bool, max_rows: int
+) -> JsonRows:
+    """Recognise the body's shape: its rows for the prediction core, and whether the answer
+    is a list; raises ``InvalidInput`` or ``TooManyRows``."""
     if isinstance(body, list):
         if not batch_route:
             raise InvalidInput(
@@ -100,7 +97,7 @@ def rows_from_body(body: Any, feature_names: tuple[str, ...], *, batch_route: bo
                 {"_body": ["Must be a JSON object."]},
             )
         rows = _load(_ROW_LIST, {"rows": body}, "rows")["rows"]
-        return _bounded(Rows(rows, many=True), max_rows)
+        return _bounded(JsonRows(rows, many=True), max_rows)
     if not isinstance(body, dict):
         raise InvalidInput(
             "The body must be a JSON object (or, on batch routes, a list of rows).",
@@ -110,11 +107,11 @@ def rows_from_body(body: Any, feature_names: tuple[str, ...], *, batch_route: bo
     # the body is a flat row and the model's schema judges it.
     if "instances" in body and "instances" not in feature_names:
         rows = _load(_INSTANCES, body, "instances")["instances"]
-        return _bounded(Rows(rows, many=True), max_rows)
+        return _bounded(JsonRows(rows, many=True), max_rows)
     if "features" in body and "features" not in feature_names:
         row = _load(_FEATURES, body, "features")["features"]
-        return Rows([row], many=batch_route)
-    return Rows([body], many=batch_route)
+        return JsonRows([row], many=batch_route)
+    return JsonRows([body], many=batch_route)
 
 
 def _load(schema: Schema, body: Any, shape: str) -> dict[str, Any]:
@@ -130,7 +127,7 @@ def _load(schema: Schema, body: Any, shape: str) -> dict[str, Any]:
         ) from None
 
 
-def _bounded(rows: Rows, max_rows: int) -> Rows:
+def _bounded(rows: JsonRows, max_rows: int) -> JsonRows:
     if len(rows.rows) > max_rows:
         raise TooManyRows(len(rows.rows), max_rows)
     return rows

@@ -23,7 +23,6 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.models import LoadedModel, Prediction
-from service.models.json_rows import JsonRows
 
 bp = Blueprint("predict", __name__)
 
@@ -80,15 +79,15 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     # For the log lines of this request (app and access log).
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
-    shaped = rows_from_body(
+    rows = rows_from_body(
         read_json(request),
         model.manifest.feature_names,
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,
     )
     with current.core.request(model, g.request_id) as scoring:
-        scored = scoring.score(JsonRows(shaped.rows, many=shaped.many))
-    return render_prediction(model, scored.prediction, many=shaped.many)
+        scored = scoring.score(rows)
+    return render_prediction(model, scored.prediction, many=rows.many)
 
 
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:
