@@ -23,7 +23,6 @@ from flask.wrappers import Response
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import wrap_file
 
-from service.api import state
 from service.api.csv_scoring import Scorer, error_text, first_chunk_problem
 from service.api.csv_upload import (
     CSV_MEDIA_TYPE,
@@ -39,6 +38,7 @@ from service.api.problems import problem
 from service.errors import InvalidInput, ServiceError
 from service.models import LoadedModel
 from service.models.inputs import ROW_ERROR_KEY
+from service.state import state
 
 bp = Blueprint("csv_predict", __name__)
 

@@ -21,11 +21,10 @@ from typing import IO
 import numpy as np
 from flask import g
 
-from service.api import state
+from service.api.answers import probability_keys
 from service.api.csv_reading import CHUNK_BYTES, CsvReader
 from service.api.csv_text import defuse_plain_lines, is_formula, quote, safe_cell, safe_row
 from service.api.metrics import metrics
-from service.api.schemas import probability_keys
 from service.errors import (
     MAX_LISTED_ERRORS,
     InvalidInput,
@@ -37,6 +36,7 @@ from service.errors import (
 from service.models import LoadedModel
 from service.models.frame_validation import CellValidator
 from service.models.inputs import ROW_ERROR_KEY
+from service.state import state
 
 CHUNK_ROWS = 10_000  # rows per validation and model call, at most
 # A row with another number of cells than the header is answered padded (or

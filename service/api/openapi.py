@@ -24,9 +24,10 @@ from flask import Flask
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
+from service import __version__
+from service.api.answers import ProblemSchema, prediction_schemas
 from service.api.problems import PROBLEM_MEDIA_TYPE
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
-from service.api.schemas import ProblemSchema, prediction_schemas
 from service.models import LoadedModel
 from service.models.inputs import row_schema
 
@@ -109,8 +110,6 @@ def documented(
 def build_document(
     app: Flask, models: list[LoadedModel], default_model: str, max_rows: int
 ) -> dict[str, Any]:
-    from service import __version__
-
     spec = APISpec(
         title="scikit-learn model service",
         version=__version__,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy
 import sklearn
 from marshmallow import ValidationError
 from packaging.version import InvalidVersion, Version
@@ -87,8 +88,6 @@ def sha256_of(data: bytes) -> str:
 
 def runtime_versions() -> dict[str, str]:
     """Library versions of this process, recorded in manifests at training time."""
-    import numpy
-
     return {
         "python": platform.python_version(),
         "sklearn": sklearn.__version__,
