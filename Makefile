@@ -22,11 +22,11 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 	touch $@
 
 serve: $(BIN)/.runtime ## Serve the models on 127.0.0.1:8000 (trains the demo models if the store has none)
-	$(BIN)/python -m service.models.demo --if-empty
+	$(BIN)/flask --app wsgi models demo --if-empty
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 train: $(BIN)/.runtime ## (Re)train the demo models into the model store
-	$(BIN)/python -m service.models.demo --force
+	$(BIN)/flask --app wsgi models demo --force
 
 verify: $(BIN)/.runtime ## Check every stored model: hash, load, one prediction
 	$(BIN)/flask --app wsgi models verify

@@ -1,27 +1,26 @@
 """Gunicorn settings for the model service: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
-Every value comes from ``service.config.Settings`` (environment variables with
-the ``SERVICE_`` prefix, plus ``HOST``/``PORT``), so the service and its server
-are configured in one place.
+Every value comes from ``service.config.process_settings()`` (environment
+variables with the ``SERVICE_`` prefix, plus ``HOST``/``PORT``): the same
+``Settings`` object that ``wsgi.py`` builds the app from, so the service and its
+server are configured in one place, parsed once.
 """
 
-import atexit
 import gc
-import glob
 import json
 import logging
-import os
-import shutil
 import signal
-import tempfile
 import time
+
+from service.config import first_config_reading, process_settings, share_metrics_dir
 
 # Gunicorn reads this file again, in the same master process, on SIGHUP. Work
 # that must happen once per server (cleaning the metrics directory, turning
 # the collector off while the app loads) is done on the first reading only.
-_MASTER_PID = str(os.getpid())
-_FIRST_READING = os.environ.get("SERVICE_GUNICORN_MASTER") != _MASTER_PID
-os.environ["SERVICE_GUNICORN_MASTER"] = _MASTER_PID
+_FIRST_READING = first_config_reading()
+
+# Parsed once per process and shared with the app that wsgi.py builds.
+settings = process_settings()
 
 # --- Metrics directory ---------------------------------------------------------
 # Workers are separate processes; prometheus_client sums their samples from files
@@ -31,29 +30,15 @@ os.environ["SERVICE_GUNICORN_MASTER"] = _MASTER_PID
 # that is removed when the master exits, however it exits. A reload (SIGHUP)
 # keeps the directory and its files: counters go on from where they were.
 if _FIRST_READING:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
-            os.remove(stale)
-    else:
-        _own_metrics_dir = tempfile.mkdtemp(prefix="sklearn-service-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
-
-        def _remove_own_metrics_dir(directory=_own_metrics_dir, master=_MASTER_PID):
-            # Workers are forked from the master and run its exit handlers too.
-            if str(os.getpid()) == master:
-                shutil.rmtree(directory, ignore_errors=True)
-
-        # atexit rather than on_exit: it also runs when the start fails (a bad
-        # setting, a port in use) before any server hook would.
-        atexit.register(_remove_own_metrics_dir)
+    share_metrics_dir(settings)
 
 from gunicorn import util
 from prometheus_client import multiprocess
 from threadpoolctl import threadpool_limits
 
-from service import EXTENSION_KEY, unservable_reason
-from service.config import Settings
+from service.app import unservable_reason
 from service.logs import ACCESS_LOG_FORMAT, logging_config
+from service.state import EXTENSION_KEY
 
 # --- Shared memory ---------------------------------------------------------------
 # The master loads the app and every model, then forks: the workers share those
@@ -65,8 +50,6 @@ from service.logs import ACCESS_LOG_FORMAT, logging_config
 # collects only what it allocates itself.
 if _FIRST_READING:
     gc.disable()
-
-settings = Settings.from_env()
 
 # --- Server socket -----------------------------------------------------------
 # Loopback by default: exposing the service is a deliberate act (HOST=0.0.0.0).

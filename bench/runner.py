@@ -118,8 +118,9 @@ def say(message: str) -> None:
 def ensure_demo_models(store: Path) -> None:
     try:
         subprocess.run(
-            [sys.executable, "-m", "service.models.demo", "--if-empty", "--store", str(store)],
+            [sys.executable, "-m", "flask", "--app", "wsgi", "models", "demo", "--if-empty"],
             cwd=REPO_ROOT,
+            env={**os.environ, "SERVICE_MODEL_STORE": str(store)},
             stdin=subprocess.DEVNULL,
             stdout=sys.stderr,
             check=True,

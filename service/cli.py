@@ -1,11 +1,13 @@
 """``flask --app wsgi models ...``: manage the model store from the command line.
 
 These commands work on the store named by ``SERVICE_MODEL_STORE``, the same one
-the service serves from.
+the service serves from. The app builds over an empty store (the server is what
+refuses to start on one), so ``models add`` and ``models demo`` can fill it.
 """
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,19 +20,18 @@ from flask.cli import AppGroup
 from sklearn.exceptions import InconsistentVersionWarning
 
 from service.errors import ModelLoadError
-from service.models import ModelStore
+from service.models import ModelStore, demo
 from service.models.introspect import IntrospectionError, describe_estimator
 from service.models.manifest import NAME_PATTERN
 from service.models.registry import warm_up
 from service.models.store import bounded
 from service.models.versions import runtime_versions
+from service.state import state
 
-models = AppGroup("models", help="List, add and verify models in the model store.")
+models = AppGroup("models", help="List, add and verify models in the model store; train the demo models.")
 
 
 def _store() -> ModelStore:
-    from service.api import state
-
     return state().store
 
 
@@ -155,6 +156,33 @@ def verify_models() -> None:
         raise click.ClickException(f"{store.root} holds no models")
     if failures:
         raise click.ClickException(f"{failures} of {checked} model versions failed")
+
+
+@models.command("demo")
+@click.option("--force", is_flag=True, help="Retrain version 1 of a demo model already in the store.")
+@click.option("--if-empty", is_flag=True, help="Do nothing if the store already holds any model.")
+def train_demo_models(force: bool, if_empty: bool) -> None:
+    """Train the demo models into the store.
+
+    iris, diabetes and breast_cancer, with fixed seeds, as version 1. A demo
+    model already in the store is kept unless --force retrains its version 1;
+    --if-empty (used by 'make serve') trains only into a store that holds no
+    model at all.
+    """
+    store = _store()
+    names = store.names()
+    if if_empty and names:
+        click.echo(f"{store.root} holds models ({', '.join(names)}); no demo models trained")
+        return
+    for model in demo.DEMOS:
+        if store.versions(model.name) and not force:
+            click.echo(f"{model.name}: already in {store.root}, kept (use --force to retrain)")
+            continue
+        existing = store.root / model.name / demo.VERSION
+        if existing.exists():
+            shutil.rmtree(existing)
+        path = demo.train(model, store)
+        click.echo(f"{model.name}: trained and stored in {path}")
 
 
 def _verify(store: ModelStore, name: str, version: str) -> str | None:

@@ -1,15 +1,27 @@
 """Service settings, parsed and checked once from environment variables.
 
 Every tunable lives here with its type and default; nothing else in the project
-reads ``os.environ``. ``HOST`` and ``PORT`` keep their conventional names so that
-platforms which inject them work unchanged; everything else uses the ``SERVICE_``
-prefix.
+reads or writes ``os.environ``. ``HOST`` and ``PORT`` keep their conventional
+names so that platforms which inject them work unchanged, and
+``PROMETHEUS_MULTIPROC_DIR`` is prometheus_client's own; everything else uses the
+``SERVICE_`` prefix.
+
+The server and the app it serves share one ``Settings``: ``gunicorn.conf.py``
+and ``wsgi.py`` both take ``process_settings()``. The two process-level duties of
+the server's config file are here too, because they are about the environment:
+knowing its first reading (``first_config_reading``) and pointing
+prometheus_client at the workers' metrics directory (``share_metrics_dir``).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
+import glob
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +116,9 @@ class Settings:
 
     # Observability
     prediction_log: Path | None = None  # one JSON line per predicted row; off when None
+    # The operator's directory for the workers' metric samples; None: the server
+    # makes its own (see share_metrics_dir).
+    metrics_dir: Path | None = None
 
     # People-facing pages and file scoring
     demo: bool = True  # the HTML pages (home, one per model); off: API only
@@ -139,6 +154,8 @@ class Settings:
         return f"{host}:{self.port}"
 
 
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
 _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MODEL_STORE": ("model_store", lambda raw: Path(raw.strip())),
     "SERVICE_MODELS": ("models", _name_list),
@@ -158,7 +175,67 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MAX_REQUESTS_JITTER": ("max_requests_jitter", _non_negative_int),
     "SERVICE_LOG_LEVEL": ("log_level", _log_level),
     "SERVICE_PREDICTION_LOG": ("prediction_log", lambda raw: Path(raw.strip())),
+    # Not stripped: prometheus_client uses the value as it is, and this must name
+    # the same directory.
+    METRICS_DIR_VARIABLE: ("metrics_dir", Path),
     "SERVICE_DEMO": ("demo", _boolean),
     "SERVICE_MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int),
     "SERVICE_MAX_CSV_COLUMNS": ("max_csv_columns", _positive_int),
 }
+
+
+@functools.cache
+def process_settings() -> Settings:
+    """This process's settings, parsed from the environment on first use and shared after.
+
+    ``gunicorn.conf.py`` and ``wsgi.py`` both take them, so the server's settings
+    are the app's, the very same object. Tests build their own ``Settings``.
+    """
+    return Settings.from_env()
+
+
+_config_file_read = False
+
+
+def first_config_reading() -> bool:
+    """True the first time this process reads the server's config file, False after.
+
+    Gunicorn reads ``gunicorn.conf.py`` again, in the same master process, on
+    SIGHUP; work that must happen once per server is done on the first reading
+    only. The config file runs afresh each time, so the memory of earlier
+    readings lives here, in a module imported once per process.
+    """
+    global _config_file_read
+    first = not _config_file_read
+    _config_file_read = True
+    return first
+
+
+def share_metrics_dir(settings: Settings) -> str:
+    """Point prometheus_client at the directory the workers share; returns it. Once per server.
+
+    Workers are separate processes; prometheus_client sums their samples from
+    files in one directory, named by ``PROMETHEUS_MULTIPROC_DIR``, and picks that
+    storage when it is first imported: call this before anything imports it (this
+    module does not; ``service/__init__.py`` imports nothing for this reason).
+    The operator's own directory is cleaned of a previous run's files; otherwise
+    a fresh one is made, and removed when this process exits, however it exits.
+    A reload (SIGHUP) keeps the directory and its files: counters go on from
+    where they were.
+    """
+    if settings.metrics_dir is not None:
+        for stale in glob.glob(os.path.join(settings.metrics_dir, "*.db")):
+            os.remove(stale)
+        return str(settings.metrics_dir)
+    directory = tempfile.mkdtemp(prefix="sklearn-service-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = directory
+    # atexit rather than a server hook (on_exit): it also runs when the start
+    # fails (a bad setting, a port in use) before any hook would.
+    atexit.register(_remove_own_metrics_dir, directory, os.getpid())
+    return directory
+
+
+def _remove_own_metrics_dir(directory: str, owner: int) -> None:
+    # Workers are forked from the master and run its exit handlers too.
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import create_app
+from service.app import create_app
 from service.config import Settings
 from service.models import ModelStore
 from service.models.demo import DEMOS, train

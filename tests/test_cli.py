@@ -1,4 +1,4 @@
-"""``flask --app wsgi models add|list|verify``: through Flask's CLI runner, and once for real."""
+"""``flask --app wsgi models add|list|verify|demo``: through Flask's CLI runner, and for real."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ FLASK = Path(sys.executable).parent / "flask"
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
 NUMERIC = ["tenure", "monthly_charges"]
 FEATURES = [*NUMERIC, "contract"]
+DEMO_NAMES = ["iris", "diabetes", "breast_cancer"]  # in training order
 
 
 # --- A churn model, fitted on a DataFrame with a string category -----------------------
@@ -416,6 +417,47 @@ def test_verify_fails_on_an_empty_store(make_app: Callable[..., Flask], empty_st
     assert "holds no models" in result.output
 
 
+# --- models demo -------------------------------------------------------------------
+
+
+def test_demo_if_empty_leaves_a_store_with_models_alone(
+    make_app: Callable[..., Flask], store_path: Path
+) -> None:
+    """--if-empty trains nothing into a store that holds any model; without it, only what is missing."""
+    shutil.rmtree(store_path / "diabetes")
+    kept = {path: path.read_bytes() for path in store_path.rglob("*") if path.is_file()}
+    app = make_app(model_store=store_path)
+    result = invoke(app, "demo", "--if-empty")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"{store_path} holds models (breast_cancer, iris); no demo models trained"
+    )
+    assert ModelStore(store_path).names() == ["breast_cancer", "iris"]
+
+    result = invoke(app, "demo")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"iris: already in {store_path}, kept (use --force to retrain)"
+    assert lines[1] == f"diabetes: trained and stored in {store_path / 'diabetes' / '1'}"
+    assert lines[2].startswith("breast_cancer: already in ")
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert invoke(app, "verify").exit_code == 0
+
+
+def test_demo_force_retrains_a_damaged_demo_model(make_app: Callable[..., Flask], store_path: Path) -> None:
+    """--force replaces each demo model's version 1, so a damaged one is whole again."""
+    artifact = store_path / "iris" / "1" / "model.joblib"
+    artifact.write_bytes(b"not a model")
+    app = make_app(model_store=store_path)
+    assert invoke(app, "verify").exit_code == 1
+    result = invoke(app, "demo", "--force")
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines()] == DEMO_NAMES
+    assert "kept" not in result.output
+    assert invoke(app, "verify").exit_code == 0
+    assert ModelStore(store_path).versions("iris") == ["1"]
+
+
 # --- The real command ---------------------------------------------------------------
 
 
@@ -457,3 +499,15 @@ def test_real_command_adds_to_an_empty_store(
     ready = make_app(model_store=empty_store).test_client().get("/ready")
     assert ready.status_code == 200
     assert ready.get_json()["models"]["churn"]["ready"] is True
+
+
+def test_real_command_trains_the_demo_models_into_an_empty_store(
+    empty_store: Path, make_app: Callable[..., Flask]
+) -> None:
+    """What ``make serve`` runs before Gunicorn: the app builds over the empty store and fills it."""
+    result = run_flask(empty_store, "demo", "--if-empty")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == DEMO_NAMES
+    assert ModelStore(empty_store).names() == ["breast_cancer", "diabetes", "iris"]
+    ready = make_app(model_store=empty_store).test_client().get("/ready")
+    assert ready.status_code == 200, ready.get_json()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, process_settings, share_metrics_dir
+from tests.servers import REPO_ROOT
 
 
 def test_defaults() -> None:
@@ -78,3 +83,71 @@ def test_blank_values_mean_the_default() -> None:
 
 def test_overrides_win_over_the_environment() -> None:
     assert Settings.from_env({"PORT": "9000"}, port=9100).port == 9100
+
+
+def test_the_metrics_directory_is_prometheus_clients_variable() -> None:
+    assert Settings.from_env({}).metrics_dir is None
+    assert Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": "/run/metrics"}).metrics_dir == Path("/run/metrics")
+
+
+def test_process_settings_are_parsed_once() -> None:
+    assert process_settings() is process_settings()
+
+
+def test_an_operators_metrics_directory_is_emptied_of_samples(tmp_path: Path) -> None:
+    """A previous run's sample files would be summed into this run's counters; other files stay."""
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "gauge_livesum_456.db").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert share_metrics_dir(Settings(metrics_dir=tmp_path)) == str(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# What Gunicorn does in its master: read the config file, load wsgi:app (preload_app),
+# and on SIGHUP read the config file again. In a process of its own: it sets the
+# metrics directory in the environment and turns the garbage collector off.
+SERVER_START = """
+import json, os, runpy
+
+first = runpy.run_path("gunicorn.conf.py")
+import wsgi
+from service.api.metrics import multiprocess_mode
+from service.state import EXTENSION_KEY
+
+directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+again = runpy.run_path("gunicorn.conf.py")
+print(json.dumps({
+    "shared": wsgi.app.extensions[EXTENSION_KEY].settings is first["settings"] is again["settings"],
+    "bind": again["bind"],
+    "multiprocess": multiprocess_mode(),
+    "directory": directory,
+    "kept": os.environ["PROMETHEUS_MULTIPROC_DIR"] == directory and os.path.isdir(directory),
+}))
+"""
+
+
+def test_the_server_and_the_app_it_loads_share_one_settings_object(demo_store_path: Path) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SERVICE_") and key not in {"HOST", "PORT", "PROMETHEUS_MULTIPROC_DIR"}
+    }
+    env.update(SERVICE_MODEL_STORE=str(demo_store_path), PORT="9123", SERVICE_WORKERS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", SERVER_START],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["shared"] is True
+    assert seen["bind"] == ["127.0.0.1:9123"]
+    # The directory was set before prometheus_client was imported, and a second
+    # reading (SIGHUP) kept it; the master removed its own directory at exit.
+    assert seen["multiprocess"] is True
+    assert seen["kept"] is True
+    assert not Path(seen["directory"]).exists()

@@ -256,7 +256,7 @@ def mixed_client(make_app_module: Callable[..., Flask]) -> FlaskClient:
 @pytest.fixture(scope="module")
 def make_app_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Flask]:
     """An app over a store with one model of every feature type (float, int, bool, category)."""
-    from service import create_app
+    from service.app import create_app
     from service.config import Settings
 
     root = tmp_path_factory.mktemp("mixed_store")

@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from service import create_app
+from service.app import create_app
 from service.config import Settings
 from service.models import ModelStore
 from service.models.introspect import describe_estimator

@@ -118,7 +118,7 @@ def feature_control(page: Page, name: str) -> tuple[dict[str, str], dict[str, st
 @pytest.fixture(scope="module")
 def mixed_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     """A model with an int, an unbounded float, a category and a bool feature."""
-    from service import create_app
+    from service.app import create_app
     from service.config import Settings
 
     rng = np.random.default_rng(3)

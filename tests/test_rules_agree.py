@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 from sklearn.dummy import DummyClassifier
 
-from service import create_app
+from service.app import create_app
 from service.config import Settings
 from service.models.manifest import Feature
 from service.models.rules import RuleSet

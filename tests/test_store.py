@@ -227,7 +227,7 @@ def test_configured_model_missing_from_store_is_not_ready(store_path: Path, make
 
 
 def test_unservable_reason(store_path: Path, make_app: Any, tmp_path: Path) -> None:
-    from service import unservable_reason
+    from service.app import unservable_reason
 
     assert unservable_reason(make_app(model_store=store_path)) is None
     for name in ("iris", "diabetes", "breast_cancer"):

@@ -14,7 +14,6 @@ from flask import Blueprint, g, request
 from flask.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
-from service.api import state
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
 from service.api.openapi import documented
 from service.csv_files.reading import READ_SIZE
@@ -30,6 +29,7 @@ from service.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
+from service.state import state
 
 bp = Blueprint("csv_predict", __name__)
 

@@ -26,8 +26,8 @@ from flask import (
 from flask.wrappers import Response
 from werkzeug.exceptions import NotFound
 
-from service.api import state
 from service.api.openapi import build_document, documented
+from service.state import state
 
 bp = Blueprint("docs", __name__)
 
@@ -44,7 +44,7 @@ _CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 # Every docs page's headers; the last two as the pages for people send them
-# (service/api/pages.py).
+# (service/pages/views.py).
 _SECURITY_HEADERS = {
     "Content-Security-Policy": _CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -112,7 +112,7 @@ def _page(template: str) -> Response:
 @documented(
     "Documentation UI assets",
     media_type="*/*",
-    errors=(404,),
+    errors=(NotFound,),
     tag="docs",
     parameters={"bundle": {"enum": sorted(_ASSETS)}, "filename": {"examples": ["swagger-ui.css"]}},
 )

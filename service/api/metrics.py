@@ -169,5 +169,4 @@ def init_app(app: Flask, registry_entries: list[Any]) -> ServiceMetrics:
     app.before_request(_start)
     app.after_request(_finish)
     app.teardown_request(_end)
-    app.register_blueprint(bp)
     return recorded

@@ -24,9 +24,10 @@ from flask import Flask
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
-from service.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, ProblemType, problem_type
+from service import __version__
+from service.api.answers import ProblemSchema, prediction_schemas
+from service.api.problems import PROBLEM_MEDIA_TYPE, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
-from service.api.schemas import ProblemSchema, prediction_schemas
 from service.models import LoadedModel
 
 OPENAPI_VERSION = "3.1.0"
@@ -67,7 +68,7 @@ def documented(
     summary: str,
     *,
     response: Schema | type[Schema] | None = None,
-    errors: tuple[int | type[Exception], ...] = (),
+    errors: tuple[type[Exception], ...] = (),
     media_type: str = "application/json",
     predict: str | None = None,
     tag: str = "models",
@@ -95,26 +96,23 @@ def documented(
     return attach
 
 
-def _problems(errors: tuple[int | type[Exception], ...]) -> dict[int, tuple[ProblemType, ...]]:
-    """What each error status of a route means, from ``PROBLEM_TYPES``: every type of a status
-    given as a number, the one type of an exception class; any route may fail unexpectedly (500)."""
+def _problems(errors: tuple[type[Exception], ...]) -> dict[int, tuple[ProblemType, ...]]:
+    """The problem types a route may answer with, by status, from ``PROBLEM_TYPES``.
+
+    A route lists the exceptions it may meet; any route may fail unexpectedly (500).
+    """
     kinds: list[ProblemType] = []
     for error in (*errors, Exception):
-        if isinstance(error, int):
-            found = [kind for kind in PROBLEM_TYPES.values() if kind.status == error]
-        else:
-            found = [problem_type(error)]
-        kinds += [kind for kind in found if kind is not None and kind not in kinds]
-    return {
-        status: tuple(k for k in kinds if k.status == status) for status in sorted({k.status for k in kinds})
-    }
+        kind = problem_type(error)
+        if kind is not None and kind not in kinds:
+            kinds.append(kind)
+    statuses = sorted({kind.status for kind in kinds})
+    return {status: tuple(kind for kind in kinds if kind.status == status) for status in statuses}
 
 
 def build_document(
     app: Flask, models: list[LoadedModel], default_model: str, max_rows: int
 ) -> dict[str, Any]:
-    from service import __version__
-
     spec = APISpec(
         title="scikit-learn model service",
         version=__version__,

@@ -8,8 +8,8 @@ manifest order):
 - ``{"instances": [row, ...]}``
 - a bare list of rows (batch routes only)
 
-The envelopes are marshmallow schemas; each row is then validated against the
-model's own schema (``service.models.inputs``).
+The envelopes are marshmallow schemas; each row is then judged by the model's
+rule set, in the prediction core (``service.models.json_rows``).
 """
 
 from __future__ import annotations

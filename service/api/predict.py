@@ -7,11 +7,10 @@ from typing import Any
 from flask import Blueprint, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from service.api import state
+from service.api.answers import probability_keys
 from service.api.body import read_json
 from service.api.openapi import documented
 from service.api.payload import rows_from_body
-from service.api.schemas import probability_keys
 from service.errors import (
     InvalidInput,
     MalformedRequest,
@@ -23,6 +22,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.models import LoadedModel, Prediction
+from service.state import state
 
 bp = Blueprint("predict", __name__)
 

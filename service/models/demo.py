@@ -1,19 +1,13 @@
 """Train the demo models reproducibly from datasets that ship with scikit-learn.
 
-    python -m service.models.demo [--force | --if-empty] [--store DIR]
-
 Each model is fitted with fixed seeds on a fixed split, evaluated on the held-out
 rows, and stored as version 1 with a manifest whose ranges and typical values
-come from the training rows. A demo model already in the store is left alone
-unless ``--force`` retrains its version 1; ``--if-empty`` (used by ``make
-serve``) trains only into a store that holds no model at all.
+come from the training rows. ``flask --app wsgi models demo`` (``make train``,
+``make serve``) trains them into the service's store.
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +31,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from service.config import Settings
 from service.models.introspect import describe_estimator
 from service.models.store import ModelStore
 
@@ -165,31 +158,3 @@ def train(demo: Demo, store: ModelStore) -> Path:
         artifact = Path(scratch) / "model.joblib"
         joblib.dump(estimator, artifact)
         return store.add(artifact, manifest)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the demo models into the model store.")
-    parser.add_argument("--force", action="store_true", help="retrain version 1 even if present")
-    parser.add_argument(
-        "--if-empty", action="store_true", help="do nothing if the store already holds any model"
-    )
-    parser.add_argument("--store", type=Path, help="model store (default: SERVICE_MODEL_STORE)")
-    args = parser.parse_args(argv)
-    store = ModelStore(args.store or Settings.from_env().model_store)
-    if args.if_empty and store.names():
-        print(f"{store.root} holds models ({', '.join(store.names())}); no demo models trained")
-        return 0
-    for demo in DEMOS:
-        existing = store.root / demo.name / VERSION
-        if store.versions(demo.name) and not args.force:
-            print(f"{demo.name}: already in {store.root}, kept (use --force to retrain)")
-            continue
-        if existing.exists():
-            shutil.rmtree(existing)
-        path = train(demo, store)
-        print(f"{demo.name}: trained and stored in {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

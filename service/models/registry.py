@@ -1,14 +1,14 @@
-"""The set of served models: one object, swapped atomically.
+"""The set of served models: one object, built once when the app is created.
 
-Readers take one snapshot of the mapping per request, so a version swapped in
-while a request runs never mixes two models within that request.
+Nothing changes it while the app runs (a newly added version is served after a
+restart), so every request sees the same models from its start to its end; a
+request looks its model up once and uses that one object throughout.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,7 +48,6 @@ class ServedModel:
 class ModelRegistry:
     def __init__(self, served: Iterable[ServedModel] = ()) -> None:
         self._served: Mapping[str, ServedModel] = {entry.name: entry for entry in served}
-        self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
         """The model that answers for ``name``; raises ``ModelNotFound`` or ``ModelNotReady``."""
@@ -70,11 +69,6 @@ class ModelRegistry:
 
     def not_ready(self) -> list[ServedModel]:
         return [entry for entry in self.entries() if not entry.ready]
-
-    def swap(self, entry: ServedModel) -> None:
-        """Serve ``entry`` under its name from the next request on."""
-        with self._lock:
-            self._served = {**self._served, entry.name: entry}
 
 
 def warm_up(model: LoadedModel) -> Prediction:

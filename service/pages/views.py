@@ -1,9 +1,10 @@
-"""Pages for people: a home page listing the models, and one page per model to try it.
+"""The pages' blueprint and views: the home page, and one page per model.
 
-The pages are server-rendered Jinja templates with a little plain JavaScript,
-and every asset comes from this service (``service/static``): no CDN, no build
-step. A model's page predicts through the same JSON route that programs call
-(``POST /v1/models/NAME/predict``); there is no second code path for predictions.
+The pages are server-rendered Jinja templates (``templates/pages/``) with a
+little plain JavaScript, and every asset comes from this service (``static/``,
+both in this package): no CDN, no build step. A model's page predicts through
+the same JSON route that programs call (``POST /v1/models/NAME/predict``); there
+is no second code path for predictions.
 
 The pages never replace an API answer: a client that prefers JSON (or states no
 preference, like ``curl``) gets JSON at ``/`` and ``/models/NAME``; only a client
@@ -13,24 +14,24 @@ this blueprint out, so both paths answer 404 and the service is an API only.
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, make_response, render_template, request, url_for
 from flask.wrappers import Response
 from marshmallow import Schema, fields, validate
+from werkzeug.exceptions import NotFound
 
-from service.api import state
-from service.api.health import describe
+from service import __version__
+from service.api.answers import metadata_schema, probability_keys
+from service.api.metadata import describe
 from service.api.openapi import documented
-from service.api.schemas import metadata_schema, probability_keys
 from service.errors import ModelNotFound
 from service.models import ServedModel
-from service.models.manifest import TASKS, Feature, Manifest
+from service.models.manifest import TASKS, Manifest
+from service.pages.controls import control, date, headline
+from service.state import state
 
 SERVICE_NAME = "scikit-learn model service"
-STATIC_FOLDER = Path(__file__).resolve().parent.parent / "static"
 
 # Everything a page loads comes from this service; nothing inline.
 CONTENT_SECURITY_POLICY = (
@@ -39,19 +40,6 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 
-# How the headline metrics read on the page.
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "f1_macro": "F1 (macro)",
-    "roc_auc": "ROC AUC",
-    "r2": "R²",
-    "mae": "MAE",
-    "rmse": "RMSE",
-}
-HEADLINE_METRICS = 3
-# Slider positions per feature range, roughly: the step is the power of ten nearest span/100.
-SLIDER_STEPS = 100
-
 
 class _PagesBlueprint(Blueprint):
     """A blueprint whose static-file view is documented like every other route."""
@@ -59,7 +47,7 @@ class _PagesBlueprint(Blueprint):
     @documented(
         "Page assets",
         media_type="*/*",
-        errors=(404,),
+        errors=(NotFound,),
         tag="pages",
         parameters={"filename": {"examples": ["pages.css"]}},
     )
@@ -68,7 +56,11 @@ class _PagesBlueprint(Blueprint):
         return super().send_static_file(filename)
 
 
-bp = _PagesBlueprint("pages", __name__, static_folder=str(STATIC_FOLDER), static_url_path="/static")
+# Templates under templates/pages/: a blueprint's templates share one namespace
+# with the app's (the API docs' pages), so the folder inside keeps them apart.
+bp = _PagesBlueprint(
+    "pages", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+)
 
 
 # --- The JSON variants, for the OpenAPI document -----------------------------------
@@ -111,8 +103,6 @@ def home() -> dict[str, Any] | Response:
     """The service's name and version and every served model with its task, version, readiness,
     headline metrics and training date. JSON unless the client prefers `text/html`; a browser
     gets the same as an HTML page with links to each model's page, the API docs and the metrics."""
-    from service import __version__
-
     current = state()
     models = [_home_model(entry) for entry in current.registry.entries()]
     links = {
@@ -139,8 +129,8 @@ def home() -> dict[str, Any] | Response:
         models=[
             {
                 **model,
-                "headline": _headline(model.get("metrics") or {}),
-                "date": _date(model.get("trained_at")),
+                "headline": headline(model.get("metrics") or {}),
+                "date": date(model.get("trained_at")),
             }
             for model in models
         ],
@@ -152,7 +142,7 @@ def home() -> dict[str, Any] | Response:
 @documented(
     "A model's page",
     response=metadata_schema(),
-    errors=(404,),
+    errors=(ModelNotFound,),
     tag="pages",
     parameters={"name": {"examples": ["iris"]}},
     alternatives=("text/html",),
@@ -174,13 +164,13 @@ def model_page(name: str) -> dict[str, Any] | Response:
         "pages/model.html",
         entry=entry,
         manifest=manifest,
-        fields=[_control(index, feature) for index, feature in enumerate(manifest.features)],
+        fields=[control(index, feature) for index, feature in enumerate(manifest.features)],
         classes=probability_keys(manifest.classes or ()),
-        headline=_headline(manifest.metrics, limit=None),
-        date=_date(manifest.trained_at),
+        headline=headline(manifest.metrics, limit=None),
+        date=date(manifest.trained_at),
         predict_url=url_for("predict.predict", name=name),
         csv_url=f"/v1/models/{name}/predict/csv",
-        metadata_url=url_for("health.model_metadata", name=name),
+        metadata_url=url_for("models.model_metadata", name=name),
         **_chrome(),
     )
 
@@ -194,8 +184,6 @@ def _wants_html() -> bool:
 
 
 def _chrome() -> dict[str, Any]:
-    from service import __version__
-
     return {"service_name": SERVICE_NAME, "version": __version__}
 
 
@@ -235,64 +223,3 @@ def _home_model(entry: ServedModel) -> dict[str, Any]:
         "predict": f"/v1/models/{entry.name}/predict",
     }
     return model
-
-
-def _headline(metrics: dict[str, float], limit: int | None = HEADLINE_METRICS) -> list[dict[str, str]]:
-    shown = list(metrics.items()) if limit is None else list(metrics.items())[:limit]
-    return [
-        {"key": key, "label": METRIC_LABELS.get(key, key), "value": f"{value:.4g}"} for key, value in shown
-    ]
-
-
-def _date(timestamp: str | None) -> str | None:
-    """The date part of an ISO 8601 timestamp, which is how a person reads it."""
-    return timestamp[:10] if timestamp else None
-
-
-def _number(value: float, kind: str) -> str:
-    """A bound or value as an HTML number attribute: integers bare, floats round-tripping."""
-    if kind == "int":
-        return str(int(value))
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-
-
-def _slider_step(low: float, high: float) -> str:
-    span = high - low
-    if span <= 0:
-        return "any"
-    exponent = math.floor(math.log10(span / SLIDER_STEPS))
-    return f"{10.0**exponent:.{max(0, -exponent)}f}" if exponent < 0 else str(10**exponent)
-
-
-def _control(index: int, feature: Feature) -> dict[str, Any]:
-    """What the template needs to draw one feature's control(s)."""
-    value = feature.example_value()
-    control: dict[str, Any] = {
-        "id": f"f{index}",
-        "name": feature.name,
-        "type": feature.type,
-        "description": feature.description,
-        "unit": feature.unit,
-    }
-    if feature.type == "category":
-        control.update(kind="select", options=list(feature.categories or ()), value=str(value))
-        return control
-    if feature.type == "bool":
-        control.update(kind="checkbox", checked=bool(value))
-        return control
-    low, high = feature.min, feature.max
-    if feature.type == "int":
-        low = None if low is None else math.ceil(low)
-        high = None if high is None else math.floor(high)
-    control.update(
-        kind="number",
-        min=None if low is None else _number(low, feature.type),
-        max=None if high is None else _number(high, feature.type),
-        step="1" if feature.type == "int" else "any",
-        value=_number(value, feature.type),
-        slider=low is not None and high is not None and low < high,
-    )
-    if control["slider"]:
-        control["slider_step"] = "1" if feature.type == "int" else _slider_step(low, high)
-    return control

@@ -1,7 +1,7 @@
 """Response shapes of the v1 API, declared once for the OpenAPI document.
 
 Request shapes live where they are validated (``service.api.payload`` for the
-envelopes, ``service.models.inputs`` for each model's rows); the answers are
+envelopes, ``service.models.rules`` for each model's rows); the answers are
 described here, and tests check every answer against them.
 """
 

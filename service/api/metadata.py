@@ -1,0 +1,72 @@
+"""Model metadata: the served models, and each one's manifest and how it is served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from service.api.answers import ModelListSchema, metadata_schema
+from service.api.health import model_status
+from service.api.openapi import documented
+from service.errors import ModelNotFound
+from service.models import ServedModel
+from service.models.manifest import manifest_to_dict
+from service.models.versions import runtime_versions
+from service.state import state
+
+# Named for its routes and its OpenAPI tag: endpoints (and so operationIds) read
+# models.list_models, models.model_metadata.
+bp = Blueprint("models", __name__)
+
+
+@bp.get("/metadata")
+@documented("The default model's metadata", response=metadata_schema(), errors=(ModelNotFound,))
+def metadata() -> dict[str, Any]:
+    """The manifest of the model behind `/predict`, and how it is served."""
+    return describe(state().registry.entry(state().settings.default_model))
+
+
+@bp.get("/v1/models")
+@documented("List the served models", response=ModelListSchema)
+def list_models() -> dict[str, Any]:
+    """Every configured model with its served and stored versions and readiness."""
+    current = state()
+    return {
+        "default_model": current.settings.default_model,
+        "models": [
+            {**model_status(entry), "name": entry.name, "versions": current.store.versions(entry.name)}
+            for entry in current.registry.entries()
+        ],
+    }
+
+
+@bp.get("/v1/models/<name>")
+@documented(
+    "A model's metadata",
+    response=metadata_schema(),
+    errors=(ModelNotFound,),
+    parameters={"name": {"examples": ["iris"]}},
+)
+def model_metadata(name: str) -> dict[str, Any]:
+    """The model's manifest (features with types and ranges, classes, metrics, training date,
+    library versions) and how it is served; a model that is not ready shows why."""
+    return describe(state().registry.entry(name))
+
+
+def describe(entry: ServedModel) -> dict[str, Any]:
+    """A served model's manifest, plus how it is being served."""
+    served: dict[str, Any] = {"name": entry.name, **model_status(entry)}
+    if entry.model is None:
+        return served
+    manifest = manifest_to_dict(entry.model.manifest)
+    served.update(manifest)
+    served.update(
+        {
+            "loaded_at": entry.model.loaded_at,
+            "warnings": list(entry.model.warnings),
+            "serving_with": runtime_versions(),
+            "stored_versions": state().store.versions(entry.name),
+        }
+    )
+    return served

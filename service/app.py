@@ -1,0 +1,109 @@
+"""The app factory: ``create_app`` names every resource, extension and blueprint the app has."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask.wrappers import Response
+
+from service import cli, pages
+from service.api import (
+    csv_predict,
+    docs,
+    health,
+    json_provider,
+    metadata,
+    metrics,
+    predict,
+    problems,
+    request_ids,
+    wsgi_input,
+)
+from service.audit import PredictionAuditLog
+from service.config import Settings
+from service.models import ModelStore, load_registry
+from service.models.core import PredictionCore
+from service.state import EXTENSION_KEY, ServiceState
+
+__all__ = ["ServiceFlask", "create_app", "unservable_reason"]
+
+
+class ServiceFlask(Flask):
+    """Flask, answering OPTIONS with 204 and no body rather than an empty text/html 200."""
+
+    def make_default_options_response(self) -> Response:
+        response = super().make_default_options_response()
+        response.status_code = 204
+        response.headers["Allow"] = ", ".join(sorted(response.allow))
+        del response.headers["Content-Type"]
+        return response
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, model store, loaded models, extensions, blueprints.
+
+    ``config`` is a ``Settings``, or a mapping of ``Settings`` fields that
+    override the environment (handy in tests), or None for the environment alone.
+    """
+    settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
+
+    # Named for the package, not this module: the app's logger is "service" and
+    # its root path (where templates/ lives) is the package's directory.
+    app = ServiceFlask("service", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Werkzeug would answer '//predict' with an HTML redirect; a client that
+    # sends a wrong path gets a JSON 404 instead.
+    app.url_map.merge_slashes = False
+    # A body the server cannot read to its end (broken chunked framing, shorter
+    # than its Content-Length) is the client's fault: a 400 on every route.
+    app.wsgi_app = wsgi_input.CheckedBodies(app.wsgi_app)
+    json_provider.init_app(app)  # orjson; keys keep type/title/status/detail and manifest order
+
+    store = ModelStore(settings.model_store)
+    registry = load_registry(
+        store, settings.models, settings.model_versions, strict_versions=settings.strict_versions
+    )
+    request_ids.init_app(app)
+    recorded = metrics.init_app(app, registry.entries())
+    audit = None
+    if settings.prediction_log:
+        audit = PredictionAuditLog(settings.prediction_log, on_dropped=recorded.audit_lines_dropped.inc)
+    # Every front end predicts through the one core; what it does is counted and audited.
+    core = PredictionCore(observers=[recorded] if audit is None else [recorded, audit])
+    app.extensions[EXTENSION_KEY] = ServiceState(
+        settings=settings, store=store, registry=registry, core=core, audit=audit
+    )
+
+    problems.init_app(app)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metadata.bp)
+    app.register_blueprint(predict.bp)
+    app.register_blueprint(csv_predict.bp)
+    app.register_blueprint(docs.bp)
+    if settings.demo:
+        app.register_blueprint(pages.bp)
+    cli.init_app(app)
+    return app
+
+
+def unservable_reason(app: Flask) -> str | None:
+    """Why this app cannot serve anything at all, or None if one model is ready.
+
+    The server refuses to start on this (see ``gunicorn.conf.py``); the app
+    itself still builds, so that ``flask --app wsgi models add`` (or ``models
+    demo``) can fill an empty store.
+    """
+    current: ServiceState = app.extensions[EXTENSION_KEY]
+    entries = current.registry.entries()
+    if any(entry.ready for entry in entries):
+        return None
+    if not entries:
+        return (
+            f"the model store {current.settings.model_store} holds no models; "
+            "run 'make train' for the demo models or 'flask --app wsgi models add' for your own"
+        )
+    reasons = "; ".join(entry.error or f"{entry.name} failed" for entry in entries)
+    return f"no model could be loaded from {current.settings.model_store}: {reasons}"

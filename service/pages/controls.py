@@ -1,0 +1,87 @@
+"""How a model's manifest reads on its page: headline metrics, dates, one control per feature.
+
+Plain functions from the model layer's types to what the templates draw; no
+request, no Flask.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from service.models.manifest import Feature
+
+# How the headline metrics read on the page.
+METRIC_LABELS = {
+    "accuracy": "Accuracy",
+    "f1_macro": "F1 (macro)",
+    "roc_auc": "ROC AUC",
+    "r2": "R²",
+    "mae": "MAE",
+    "rmse": "RMSE",
+}
+HEADLINE_METRICS = 3
+# Slider positions per feature range, roughly: the step is the power of ten nearest span/100.
+SLIDER_STEPS = 100
+
+
+def headline(metrics: dict[str, float], limit: int | None = HEADLINE_METRICS) -> list[dict[str, str]]:
+    """The first metrics (all when ``limit`` is None) with their labels and four significant digits."""
+    shown = list(metrics.items()) if limit is None else list(metrics.items())[:limit]
+    return [
+        {"key": key, "label": METRIC_LABELS.get(key, key), "value": f"{value:.4g}"} for key, value in shown
+    ]
+
+
+def date(timestamp: str | None) -> str | None:
+    """The date part of an ISO 8601 timestamp, which is how a person reads it."""
+    return timestamp[:10] if timestamp else None
+
+
+def _number(value: float, kind: str) -> str:
+    """A bound or value as an HTML number attribute: integers bare, floats round-tripping."""
+    if kind == "int":
+        return str(int(value))
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _slider_step(low: float, high: float) -> str:
+    span = high - low
+    if span <= 0:
+        return "any"
+    exponent = math.floor(math.log10(span / SLIDER_STEPS))
+    return f"{10.0**exponent:.{max(0, -exponent)}f}" if exponent < 0 else str(10**exponent)
+
+
+def control(index: int, feature: Feature) -> dict[str, Any]:
+    """What the template needs to draw one feature's control(s)."""
+    value = feature.example_value()
+    control: dict[str, Any] = {
+        "id": f"f{index}",
+        "name": feature.name,
+        "type": feature.type,
+        "description": feature.description,
+        "unit": feature.unit,
+    }
+    if feature.type == "category":
+        control.update(kind="select", options=list(feature.categories or ()), value=str(value))
+        return control
+    if feature.type == "bool":
+        control.update(kind="checkbox", checked=bool(value))
+        return control
+    low, high = feature.min, feature.max
+    if feature.type == "int":
+        low = None if low is None else math.ceil(low)
+        high = None if high is None else math.floor(high)
+    control.update(
+        kind="number",
+        min=None if low is None else _number(low, feature.type),
+        max=None if high is None else _number(high, feature.type),
+        step="1" if feature.type == "int" else "any",
+        value=_number(value, feature.type),
+        slider=low is not None and high is not None and low < high,
+    )
+    if control["slider"]:
+        control["slider_step"] = "1" if feature.type == "int" else _slider_step(low, high)
+    return control
