@@ -17,6 +17,7 @@ The tests at the end reproduce bugs these properties found (since fixed).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -290,9 +291,7 @@ MIXED = Manifest(
     ),
 )
 # Without the category the matrix is float64: the other branch of RowValidator.
-NUMERIC = Manifest(
-    **{**MIXED.__dict__, "name": "numeric", "features": MIXED.features[:3] + MIXED.features[4:]}
-)
+NUMERIC = dataclasses.replace(MIXED, name="numeric", features=MIXED.features[:3] + MIXED.features[4:])
 GOOD = {"size": 2.5, "free": -1e300, "count": 3, "plan": "pro", "active": True}
 VALIDATORS = {manifest.name: RowValidator(manifest) for manifest in (MIXED, NUMERIC)}
 CASES = [(manifest.name, feature.name) for manifest in (MIXED, NUMERIC) for feature in manifest.features]
@@ -668,7 +667,7 @@ def test_an_unbounded_int_feature_refuses_integers_beyond_any_float(with_categor
     features = (Feature("x", "float"), UNBOUNDED_INT)
     if with_category:
         features += (Feature("c", "category", categories=("a", "b")),)
-    validator = RowValidator(Manifest(**{**MIXED.__dict__, "features": features}))
+    validator = RowValidator(dataclasses.replace(MIXED, features=features))
     row = {"x": 1.0, "n": value, "c": "a"} if with_category else {"x": 1.0, "n": value}
     try:
         matrix = validator.validate_one(row)

@@ -21,15 +21,9 @@ from service.errors import (
 from service.models import ModelStore, load_registry
 from service.models.store import version_key
 from tests.estimators import ArtifactTrap
-from tests.helpers import edit_manifest, store_model, tiny_frame
+from tests.helpers import corrupt, edit_manifest, store_model, tiny_frame
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-def corrupt(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_loads_and_predicts(store_path: Path) -> None:
