@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 from sklearn import datasets
 
+from bench.store import MODELS
+
 SEED = 20240601
 SINGLE_BODIES = 64  # distinct single-row bodies wrk cycles through
 BATCH_ROWS = 1000
 BATCH_BODIES = 4
+SINGLE_CONNECTIONS = (1, 8, 64)
+BATCH_CONNECTIONS = (1, 4)
 
 # The mlp (bench/mlp.py) is trained on breast_cancer with the same feature names.
 DATASETS = {
@@ -110,3 +114,15 @@ def write_bodies(model: str, manifest: dict[str, Any], directory: Path) -> Model
 def first_body(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.readline().rstrip(b"\n")
+
+
+def build_scenarios(bodies: dict[str, Any], quick: bool) -> list[Scenario]:
+    """The measured scenarios over both models' bodies; ``quick``: two iris ones, for a smoke run."""
+    if quick:
+        return [
+            Scenario("iris", 1, 8, bodies["iris"].single),
+            Scenario("iris", BATCH_ROWS, 1, bodies["iris"].batch),
+        ]
+    found = [Scenario(m, 1, c, bodies[m].single) for m in MODELS for c in SINGLE_CONNECTIONS]
+    found += [Scenario(m, BATCH_ROWS, c, bodies[m].batch) for m in MODELS for c in BATCH_CONNECTIONS]
+    return found

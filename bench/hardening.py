@@ -35,8 +35,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import REPO_ROOT, Server, start_service
+from bench.procs import Server, start_service
 from bench.runner import ensure_demo_models
+from local_gunicorn import REPO_ROOT, status_value
 
 MIB = 1024 * 1024
 IRIS_HEADER = b"sepal_length,sepal_width,petal_length,petal_width"
@@ -54,18 +55,6 @@ class Outcome:
     peak_growth_mib: float
     answer_bytes: int
     note: str = ""
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
-
-
-def _worker(server: Server) -> int:
-    [pid] = [pid for pid, role in server.pids().items() if role == "worker"]
-    return pid
 
 
 def _post(server: Server, path: str, body: Iterable[bytes], content_type: str) -> tuple[int, int]:
@@ -150,16 +139,16 @@ class Bench:
         self, scenario: str, send: Callable[[Server], tuple[int, int]], **settings: str
     ) -> tuple[Outcome, Server]:
         server = self.server("".join(char if char.isalnum() else "-" for char in scenario)[:40], **settings)
-        pid = _worker(server)
+        [pid] = server.worker_pids()  # one worker: SERVICE_WORKERS=1
         status, _ = _post(server, "/v1/models/iris/predict/csv", iris_csv(MIB), "text/csv")  # warm-up
         if status != 200:
             raise RuntimeError(f"warm-up answered {status}")
         server.wait_idle()
-        idle = _status_kib(pid, "VmRSS")
+        idle = status_value(pid, "VmRSS")
         started = time.monotonic()
         status, size = send(server)
         seconds = time.monotonic() - started
-        growth = _status_kib(pid, "VmHWM") - idle
+        growth = status_value(pid, "VmHWM") - idle
         return Outcome(scenario, status, seconds, idle / 1024, growth / 1024, size), server
 
     def audit(self, mib: int) -> Outcome:

@@ -1,31 +1,30 @@
-"""Starting, watching and stopping the servers under test: one Gunicorn process tree each.
+"""The benchmark's servers: the service and the baselines, and the CPU, memory and threads they use.
 
-Every server is a child of this process, on a free loopback port, stopped by its
-own pid. CPU time and memory are read from /proc for the master and its workers.
+Starting one on a free loopback port, waiting for it and stopping it by its own
+pid is ``local_gunicorn``'s, shared with the tests. This module adds the bench's
+Gunicorn settings (the same for the service and the baselines) and the readings
+of the process tree the report shows, from /proc.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import ctypes
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+import local_gunicorn
+from bench.bodies import Scenario, first_body
+from bench.store import MODELS
+from local_gunicorn import REPO_ROOT, clean_env, free_port, stat_fields, status_value
+
 BASELINE_CONF = REPO_ROOT / "bench" / "gunicorn_baseline.conf.py"
+UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
+BASELINES = {"bare": "bench.bare_app", "naive": "bench.naive_app"}
 
-START_TIMEOUT = 90.0  # loading scikit-learn and the models on a busy 2-core machine is slow
-STOP_TIMEOUT = 15.0
-REQUEST_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Idle: under a tenth of one core for two quarter-second intervals in a row (CPU time
 # comes in clock ticks, 10 ms at 100 Hz, so shorter intervals would read as noise).
@@ -33,82 +32,18 @@ IDLE_INTERVAL = 0.25
 IDLE_SHARE = 0.1
 IDLE_TIMEOUT = 30.0
 
-# A direct opener: the servers are on loopback, whatever proxy the environment names.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-
-class ServerError(RuntimeError):
-    """A server did not start or died; the message carries its last output."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(url: str, body: bytes | None = None, timeout: float = REQUEST_TIMEOUT) -> tuple[int, bytes]:
-    """One request to a loopback server: (status, body). POST when ``body`` is given."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    req = urllib.request.Request(url, data=body, headers=headers, method="GET" if body is None else "POST")
-    try:
-        with _OPENER.open(req, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-@dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    _log: Any = field(repr=False, default=None)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self, tail: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return "(no output)"
-        return "\n".join(lines[-tail:])
+class Server(local_gunicorn.Server):
+    """A server under measurement: its whole process tree's CPU time, memory and threads."""
 
     def trim_log(self, limit: int = 64 * 1024 * 1024) -> None:
         """Empty the log once it is large: the service logs one line per request, and a long
-        run would otherwise fill the temp disk. Opened for appending, so the writer follows."""
+        run would otherwise fill the temp disk. The server appends, so it follows."""
         try:
-            if self.log_path.stat().st_size > limit:
-                os.truncate(self.log_path, 0)
+            if self.stdout_path.stat().st_size > limit:
+                os.truncate(self.stdout_path, 0)
         except OSError:
             pass
-
-    def wait_until_answering(self, path: str, body: bytes | None = None) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise ServerError(
-                    f"{self.name} exited with {self.proc.returncode} before serving:\n{self.output()}"
-                )
-            try:
-                status, answer = request(self.url + path, body, timeout=5)
-            except OSError as error:
-                last = repr(error)
-            else:
-                if status == 200:
-                    return
-                last = f"{status} {answer[:300]!r}"
-            time.sleep(0.2)
-        raise ServerError(
-            f"{self.name} did not answer {path} in {START_TIMEOUT:.0f}s ({last}):\n{self.output()}"
-        )
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT) -> bool:
         """Wait until the process tree has used (almost) no CPU for two intervals in a row;
@@ -122,26 +57,11 @@ class Server:
             last = now
         return quiet >= 2
 
-    def pids(self) -> dict[int, str]:
-        """The live processes of this server: the master and every descendant (the workers)."""
-        if not self.alive():
-            return {}
-        children: dict[int, list[int]] = {}
-        for pid, parent in _parents().items():
-            children.setdefault(parent, []).append(pid)
-        found = {self.proc.pid: "master"}
-        queue = [self.proc.pid]
-        while queue:
-            for child in children.get(queue.pop(), []):
-                found[child] = "worker"
-                queue.append(child)
-        return found
-
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the whole process tree (all threads)."""
         total = 0
         for pid in self.pids():
-            fields = _stat_fields(pid)
+            fields = stat_fields(pid)
             if fields is not None:
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLOCK_TICKS
@@ -165,7 +85,7 @@ class Server:
             ticks = {}
             for tid in tids:
                 # Not /proc/TID/stat: that one reads the whole process's times.
-                fields = _stat_fields(pid, tid)
+                fields = stat_fields(pid, tid)
                 if fields is not None:
                     ticks[tid] = int(fields[11]) + int(fields[12])
             found[pid] = (count, ticks)
@@ -186,88 +106,12 @@ class Server:
                     break
         return found
 
-    def stop(self) -> None:
-        """SIGTERM the master by its pid, SIGKILL it if it does not exit in time."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-        finally:
-            if self._log is not None:
-                self._log.close()
-
 
 def _thread_count(pid: int) -> int:
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+        return status_value(pid, "Threads")
+    except (OSError, LookupError):  # gone meanwhile
         return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:")), 0)
-
-
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None:
-                parents[int(entry)] = int(fields[1])
-    return parents
-
-
-def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
-    """/proc/PID/stat (or one thread's /proc/PID/task/TID/stat) from field 3 (state) on; None
-    if it is gone. The command name (field 2) may hold spaces and parentheses, so the split is
-    after its last ")"."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment without the service's settings, plus ``extra``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # Each service makes and removes its own metrics directory; a shared one
-        # would be emptied by the next server to start.
-        if not key.startswith("SERVICE_") and key not in {"HOST", "PORT", "PROMETHEUS_MULTIPROC_DIR"}
-    }
-    env.update(extra)
-    return env
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: have the kernel SIGTERM it if the runner dies without
-    stopping it (SIGKILL, a crash), so that no server outlives its benchmark."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-
-
-def _spawn(
-    name: str, argv: list[str], env: dict[str, str], log_dir: Path, port: int, cwd: Path = REPO_ROOT
-) -> Server:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    # A file, not a pipe: nobody reads a pipe during the run, and a full one would stall the server.
-    log = log_path.open("ab")
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )
-    return Server(name, proc, port, log_path, log)
 
 
 def start_service(
@@ -277,27 +121,25 @@ def start_service(
     *,
     workers: int,
     threads: int,
-    config: str = "gunicorn.conf.py",
+    config: str = local_gunicorn.SERVICE_CONFIG,
     cwd: Path = REPO_ROOT,
     **settings: str,
 ) -> Server:
     """The real service, exactly as deployed: ``gunicorn -c gunicorn.conf.py wsgi:app``
     (``config``: another settings file, for the memory comparison; ``cwd``: another
-    checkout of the service, to compare two versions)."""
-    port = free_port()
-    env = _clean_env(
-        {
-            "SERVICE_MODEL_STORE": str(store),
-            "SERVICE_WORKERS": str(workers),
-            "SERVICE_THREADS": str(threads),
-            "SERVICE_MAX_REQUESTS": "0",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            **settings,
-        }
+    checkout of the service, to compare two versions), its workers never recycled."""
+    return Server.start_service(
+        store,
+        log_dir,
+        name=name,
+        config=config,
+        cwd=cwd,
+        merge_output=True,
+        SERVICE_WORKERS=str(workers),
+        SERVICE_THREADS=str(threads),
+        SERVICE_MAX_REQUESTS="0",
+        **settings,
     )
-    argv = [sys.executable, "-m", "gunicorn", "-c", config, "wsgi:app"]
-    return _spawn(name, argv, env, log_dir, port, cwd)
 
 
 def start_baseline(
@@ -306,7 +148,7 @@ def start_baseline(
     """A baseline app under the same Gunicorn settings as the service."""
     port = free_port()
     threads_env = str(model_threads)
-    env = _clean_env(
+    env = clean_env(
         {
             "SERVICE_MODEL_STORE": str(store),
             # The service holds each worker's native thread pools (BLAS, OpenMP) to
@@ -333,4 +175,62 @@ def start_baseline(
         f"127.0.0.1:{port}",
         f"{module}:app",
     ]
-    return _spawn(name, argv, env, log_dir, port)
+    return Server.start(name, argv, env, log_dir, port=port, merge_output=True)
+
+
+def start(
+    name: str,
+    args: argparse.Namespace,
+    logs: Path,
+    *,
+    workers: int | None = None,
+    cwd: Path = REPO_ROOT,
+    **settings: str,
+) -> Server:
+    """The server a name stands for ("service...", "bare...", "naive..."), with the run's settings."""
+    workers = workers or args.workers
+    if name.startswith("service"):
+        production = {
+            "SERVICE_MODELS": ",".join(MODELS),
+            "SERVICE_MODEL_THREADS": str(args.model_threads),
+            # Only how long a stop may take; an idle server has nothing to finish.
+            "SERVICE_GRACEFUL_TIMEOUT": "5",
+        }
+        # "service-unfrozen": the same service without gc.freeze(), to show what it saves.
+        config = UNFROZEN_CONF if name.startswith("service-unfrozen") else local_gunicorn.SERVICE_CONFIG
+        return start_service(
+            name,
+            args.store,
+            logs,
+            workers=workers,
+            threads=args.threads,
+            config=config,
+            cwd=cwd,
+            **{**production, **settings},
+        )
+    kind = name.split("-")[0]
+    return start_baseline(
+        name,
+        BASELINES[kind],
+        args.store,
+        logs,
+        workers=workers,
+        threads=args.threads,
+        model_threads=args.model_threads,
+    )
+
+
+def ready(server: Server, probe: Scenario) -> tuple[str, bytes | None]:
+    """What shows that a server is up: the service's /health, or a baseline's first answer."""
+    if server.name.startswith("service"):
+        return "/health", None
+    return probe.path, first_body(probe.bodies)
+
+
+@contextlib.contextmanager
+def running(server: Server, ready_path: str, body: bytes | None = None) -> Iterator[Server]:
+    try:
+        server.wait_until_answering(ready_path, body)
+        yield server
+    finally:
+        server.stop()

@@ -20,10 +20,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bodies import write_bodies
-from bench.procs import REPO_ROOT, Server
-from bench.runner import build_scenarios, ensure_demo_models, measure, non_negative, positive, running, start
+from bench.bodies import build_scenarios, write_bodies
+from bench.measure import measure
+from bench.options import non_negative, positive
+from bench.procs import Server, running, start
+from bench.runner import ensure_demo_models
 from bench.store import MODELS, load
+from local_gunicorn import REPO_ROOT
 from service.config import Settings
 
 

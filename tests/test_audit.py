@@ -1,20 +1,29 @@
-"""The prediction audit log on its own: bounded queue, back-pressure, and lines never lost silently."""
+"""The prediction audit log (service/audit.py): bounded queue, back-pressure, lines never lost
+silently; and through the app, one line per predicted row and none for a refused request."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
+import random
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from flask import Flask
 
 from service.audit import PredictionAuditLog
 from service.models import Prediction
+from tests.helpers import SETOSA, VIRGINICA, feature_names, post, stored_model_rows
+from tests.observed import read_audit
+from tests.servers import JSON
 
 FEATURES = ("a", "b")
 CLASSES = ("no", "yes")
@@ -135,3 +144,104 @@ def test_dropped_lines_reach_the_metric(make_app: Any, demo_store_path: Path, tm
     assert client.post("/predict/batch", json={"instances": [row["features"]] * 3}).status_code == 200
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "sklearn_service_audit_lines_dropped_total 3.0" in metrics
+
+
+# --- Through the app: one line per predicted row, none for a refused request -------------
+
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+IRIS_CLASSES = ("setosa", "versicolor", "virginica")
+
+
+def test_audit_log_has_one_line_per_predicted_row(
+    make_app: Callable[..., Flask], demo_store_path: Path, tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app = make_app(model_store=demo_store_path, prediction_log=audit_path)
+    client = app.test_client()
+    rng = random.Random(5)
+    diabetes_rows = stored_model_rows(demo_store_path, "diabetes", rng, 2)
+    diabetes_names = feature_names(demo_store_path, "diabetes")
+
+    # Refused requests first: none of them writes a line.
+    truncated = json.dumps(SETOSA)[:-3]
+    one_invalid = [SETOSA, {**SETOSA, "petal_length": -1}]
+    assert post(client, "/v1/models/iris/predict/batch", one_invalid).status_code == 422
+    assert client.post("/predict", data=truncated, content_type=JSON).status_code == 400
+    assert post(client, "/v1/models/nope/predict", SETOSA).status_code == 404
+    assert client.post("/predict", data=json.dumps(SETOSA), content_type="text/plain").status_code == 415
+
+    single = post(client, "/predict", SETOSA, request_id="audit-single")
+    batch = post(
+        client,
+        "/v1/models/iris/predict",
+        {"instances": [[row[name] for name in IRIS_FEATURES] for row in (VIRGINICA, SETOSA, VIRGINICA)]},
+        request_id="audit-batch",
+    )
+    regression = post(
+        client,
+        "/v1/models/diabetes/predict/batch",
+        [[row[name] for name in diabetes_names] for row in diabetes_rows],
+        request_id="audit-regression",
+    )
+    unnamed = post(client, "/predict", VIRGINICA)  # the server's own request id
+    for response in (single, batch, regression, unnamed):
+        assert response.status_code == 200, response.get_data(as_text=True)
+    app.extensions["service"].audit.close()
+
+    lines = read_audit(audit_path)
+    assert len(lines) == 1 + 3 + 2 + 1
+    by_request: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for line in lines:
+        assert set(line) >= {"time", "request_id", "model", "version", "row", "inputs", "output"}
+        assert datetime.fromisoformat(line["time"]).tzinfo is not None
+        by_request[line["request_id"]].append(line)
+    assert set(by_request) == {
+        "audit-single",
+        "audit-batch",
+        "audit-regression",
+        unnamed.headers["X-Request-ID"],
+    }
+
+    [line] = by_request["audit-single"]
+    body = single.get_json()
+    assert (line["model"], line["version"], line["row"]) == ("iris", "1", 0)
+    assert line["inputs"] == SETOSA
+    assert line["output"] == body["prediction"] == "setosa"
+    assert line["probabilities"] == body["probabilities"]
+    assert list(line["probabilities"]) == list(IRIS_CLASSES)
+
+    body = batch.get_json()
+    rows = sorted(by_request["audit-batch"], key=lambda entry: entry["row"])
+    assert [entry["row"] for entry in rows] == [0, 1, 2]
+    assert [entry["inputs"] for entry in rows] == [VIRGINICA, SETOSA, VIRGINICA]  # named, from lists
+    assert [entry["output"] for entry in rows] == body["predictions"]
+    assert [entry["probabilities"] for entry in rows] == body["probabilities"]
+
+    body = regression.get_json()
+    rows = sorted(by_request["audit-regression"], key=lambda entry: entry["row"])
+    assert [(entry["model"], entry["version"], entry["row"]) for entry in rows] == [
+        ("diabetes", "1", 0),
+        ("diabetes", "1", 1),
+    ]
+    assert [entry["inputs"] for entry in rows] == diabetes_rows
+    assert list(rows[0]["inputs"]) == list(diabetes_names)
+    assert [entry["output"] for entry in rows] == body["predictions"]
+    assert all("probabilities" not in entry for entry in rows)
+
+
+def test_audit_log_is_not_written_for_refused_requests(
+    make_app: Callable[..., Flask], demo_store_path: Path, tmp_path: Path
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app = make_app(model_store=demo_store_path, prediction_log=audit_path)
+    client = app.test_client()
+    assert post(client, "/v1/models/iris/predict", {**SETOSA, "petal_length": 1000.0}).status_code == 422
+    assert post(client, "/v1/models/iris/predict/batch", [SETOSA, None]).status_code in {400, 422}
+    assert post(client, "/v1/models/nope/predict", SETOSA).status_code == 404
+    app.extensions["service"].audit.close()
+    assert not audit_path.exists() or audit_path.read_text() == ""
+
+
+def test_no_audit_log_unless_configured(fresh_app: Flask) -> None:
+    assert fresh_app.extensions["service"].audit is None
+    assert post(fresh_app.test_client(), "/predict", SETOSA).status_code == 200

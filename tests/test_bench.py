@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from bench.bodies import dataset_rows
+from bench.measure import threads_used
 from bench.mlp import NAME, ensure_mlp
 from bench.results import WorkerThreads
-from bench.runner import threads_used
 from bench.store import load
 from service.models.store import ModelStore
 from tests.servers import REPO_ROOT

@@ -7,7 +7,6 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sklearn import datasets
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
+from service.app import create_app
+from service.config import Settings
 from service.csv_files import reading as csv_reading
 from service.csv_files import scoring as csv_scoring
 from tests.estimators import ExplodingRegressor
@@ -249,39 +246,12 @@ def test_a_big_file_is_scored_in_vectorised_chunks(app: Flask, client: FlaskClie
 
 
 @pytest.fixture(scope="module")
-def mixed_client(make_app_module: Callable[..., Flask]) -> FlaskClient:
-    return make_app_module().test_client()
+def mixed_client(mixed_store_path: Path) -> FlaskClient:
+    """An app over the model with every feature type (float, int, bool, category)."""
 
-
-@pytest.fixture(scope="module")
-def make_app_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Flask]:
-    """An app over a store with one model of every feature type (float, int, bool, category)."""
-    from service.app import create_app
-    from service.config import Settings
-
-    root = tmp_path_factory.mktemp("mixed_store")
-    rng = np.random.default_rng(3)
-    frame = pd.DataFrame(
-        {
-            "size": rng.uniform(0, 10, 300),
-            "count": rng.integers(0, 21, 300),
-            "flag": rng.integers(0, 2, 300).astype(bool),
-            "colour": rng.choice(["red", "green", "blue"], 300),
-        }
-    )
-    labels = np.where(frame["size"] + frame["count"] / 2 + frame["flag"] * 3 > 10, "big", "small")
-    pipeline = make_pipeline(
-        ColumnTransformer([("colour", OneHotEncoder(), ["colour"])], remainder="passthrough"),
-        LogisticRegression(max_iter=500),
-    )
-    store_model(root, pipeline.fit(frame, labels), "mixed", "1", sample=frame)
-
-    def build(**settings: Any) -> Flask:
-        app = create_app(Settings(model_store=root, **settings))
-        app.config["TESTING"] = True
-        return app
-
-    return build
+    app = create_app(Settings(model_store=mixed_store_path))
+    app.config["TESTING"] = True
+    return app.test_client()
 
 
 MIXED_HEADER = "size,count,flag,colour"

@@ -15,7 +15,8 @@ import pytest
 import requests
 from sklearn import datasets
 
-from tests.servers import Server, local_session, media_type, peak_rss, running_server, worker_pid
+from local_gunicorn import peak_rss
+from tests.servers import Server, local_session, media_type, running_server, worker_pid
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import requests
 
+from local_gunicorn import parent_pid
 from service.models.store import ModelStore, sha256_of
-from tests.helpers import random_rows
+from tests.helpers import corrupt, random_rows
 from tests.servers import (
     FLASK,
     JSON,
@@ -39,7 +40,6 @@ from tests.servers import (
     launch,
     local_session,
     media_type,
-    parent_pid,
     post_json,
     running_server,
     server_env,
@@ -467,12 +467,6 @@ def test_body_over_the_limit_is_413(small_limit_server: Server, chunked: bool) -
 
 
 # --- Refusing to start, and starting with one broken model -----------------------------
-
-
-def corrupt(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def refusal_messages(server: Server) -> list[dict[str, Any]]:

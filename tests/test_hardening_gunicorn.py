@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from local_gunicorn import peak_rss, rss
+from tests.observed import Metrics
 from tests.servers import (
     PROBLEM,
     REQUEST_TIMEOUT,
@@ -26,15 +28,11 @@ from tests.servers import (
     launch,
     local_session,
     media_type,
-    peak_rss,
-    rss,
     running_server,
     wait_for_exit,
     wait_until_answering,
     worker_pid,
-    worker_pids,
 )
-from tests.test_observability import Metrics
 
 pytestmark = pytest.mark.integration
 
@@ -258,12 +256,12 @@ def test_sighup_keeps_counters_and_model_gauges(demo_store_path: Path, tmp_path:
         before = scrape(server)
         assert before.value("predictions_total", model="iris", outcome="success") == 5
         assert len(metrics_directories(tmp)) == 1
-        old_workers = set(worker_pids(server))
+        old_workers = set(server.worker_pids())
 
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            workers = set(worker_pids(server))
+            workers = set(server.worker_pids())
             if len(workers) == 2 and not workers & old_workers:
                 break
             time.sleep(0.2)

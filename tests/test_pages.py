@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from service import __version__
-from tests.helpers import edit_manifest, store_model
+from service.app import create_app
+from service.config import Settings
+from tests.helpers import MIXED_COLOURS, MIXED_MODEL, edit_manifest
 
 # What a browser sends when it asks for a page.
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 JSON_CLIENT = {"Accept": "application/json"}
 DEMO_MODELS = ["breast_cancer", "diabetes", "iris"]
-PLANS = ["basic", "pro", "team"]
 
 
 # --- Reading the HTML ----------------------------------------------------------------
@@ -116,43 +112,21 @@ def feature_control(page: Page, name: str) -> tuple[dict[str, str], dict[str, st
 
 
 @pytest.fixture(scope="module")
-def mixed_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    """A model with an int, an unbounded float, a category and a bool feature."""
-    from service.app import create_app
-    from service.config import Settings
+def mixed_app(mixed_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """The model with every kind of feature (a float, an int, a bool and a category), its int
+    described and its float left without a range."""
 
-    rng = np.random.default_rng(3)
-    rows = 120
-    frame = pd.DataFrame(
-        {
-            "seats": rng.integers(1, 50, size=rows),
-            "spend": np.round(rng.uniform(10.0, 900.0, size=rows), 2),
-            "plan": rng.choice(PLANS, size=rows),
-            "active": rng.random(rows) < 0.7,
-        }
-    )
-    renewed = np.where((frame["seats"] > 10) | frame["active"], "yes", "no")
-    pipeline = Pipeline(
-        [
-            (
-                "prepare",
-                ColumnTransformer(
-                    [("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"])], remainder="passthrough"
-                ),
-            ),
-            ("classify", LogisticRegression(max_iter=500)),
-        ]
-    ).fit(frame, renewed)
-    root = tmp_path_factory.mktemp("mixed_store")
-    directory = store_model(root, pipeline, "plans", "1", sample=frame)
+    root = tmp_path_factory.mktemp("described_mixed_store")
+    shutil.copytree(mixed_store_path, root, dirs_exist_ok=True)
+    directory = root / MIXED_MODEL / "1"
     features = json.loads((directory / "model.json").read_text())["features"]
     for feature in features:
-        if feature["name"] == "seats":
-            feature.update(description="Seats on the account", unit="seats")
-        if feature["name"] == "spend":  # a feature with no range: a number box only
+        if feature["name"] == "count":
+            feature.update(description="Items in the parcel", unit="items")
+        if feature["name"] == "size":  # a feature with no range: a number box only
             feature.pop("min")
             feature.pop("max")
-            feature["description"] = "Monthly spend"
+            feature["description"] = "Parcel size"
     edit_manifest(directory, features=features)
     built = create_app(Settings(model_store=root))
     built.config["TESTING"] = True
@@ -269,48 +243,48 @@ def test_classifier_page_has_a_bar_per_class(client: FlaskClient) -> None:
 
 
 def test_every_kind_of_feature_gets_its_control(mixed: FlaskClient) -> None:
-    manifest = mixed.get("/v1/models/plans").get_json()
+    manifest = mixed.get("/v1/models/mixed").get_json()
     features = {feature["name"]: feature for feature in manifest["features"]}
     assert {name: f["type"] for name, f in features.items()} == {
-        "seats": "int",
-        "spend": "float",
-        "plan": "category",
-        "active": "bool",
+        "count": "int",
+        "size": "float",
+        "colour": "category",
+        "flag": "bool",
     }
-    _, page = get_page(mixed, "/models/plans")
+    _, page = get_page(mixed, "/models/mixed")
     blocks = [attributes for tag, attributes in page.elements if tag == "div" and "data-name" in attributes]
     assert [block["data-name"] for block in blocks] == [f["name"] for f in manifest["features"]]
 
-    _, seats = feature_control(page, "seats")
-    assert (seats["min"], seats["max"], seats["step"]) == (
-        str(features["seats"]["min"]),
-        str(features["seats"]["max"]),
+    _, count = feature_control(page, "count")
+    assert (count["min"], count["max"], count["step"]) == (
+        str(features["count"]["min"]),
+        str(features["count"]["max"]),
         "1",
     )
-    assert seats["value"] == str(features["seats"]["typical"])
-    assert page.by_id(f"{seats['id']}-range")["step"] == "1"
-    assert "Seats on the account" in page.words and page.find("span", **{"class": "unit"})
+    assert count["value"] == str(features["count"]["typical"])
+    assert page.by_id(f"{count['id']}-range")["step"] == "1"
+    assert "Items in the parcel" in page.words and page.find("span", **{"class": "unit"})
 
     # No range in the manifest: a number box and no slider.
-    _, spend = feature_control(page, "spend")
-    assert spend["type"] == "number" and "min" not in spend and "max" not in spend
-    assert not page.find(id=f"{spend['id']}-range")
-    assert number(spend["value"]) == features["spend"]["typical"]
-    assert page.labels[spend["id"]] == "spend"
+    _, size = feature_control(page, "size")
+    assert size["type"] == "number" and "min" not in size and "max" not in size
+    assert not page.find(id=f"{size['id']}-range")
+    assert number(size["value"]) == features["size"]["typical"]
+    assert page.labels[size["id"]] == "size"
 
-    _, plan = feature_control(page, "plan")
-    assert plan["name"] == "plan" and page.labels[plan["id"]] == "plan"
-    options = page.options[plan["id"]]
-    assert [value for value, _ in options] == PLANS
-    assert [value for value, selected in options if selected] == [features["plan"]["typical"]]
+    _, colour = feature_control(page, "colour")
+    assert colour["name"] == "colour" and page.labels[colour["id"]] == "colour"
+    options = page.options[colour["id"]]
+    assert [value for value, _ in options] == list(MIXED_COLOURS)
+    assert [value for value, selected in options if selected] == [features["colour"]["typical"]]
 
-    _, active = feature_control(page, "active")
-    assert active["type"] == "checkbox" and page.labels[active["id"]] == "active"
-    assert ("checked" in active) is features["active"]["typical"]
+    _, flag = feature_control(page, "flag")
+    assert flag["type"] == "checkbox" and page.labels[flag["id"]] == "flag"
+    assert ("checked" in flag) is features["flag"]["typical"]
 
 
 def test_every_control_has_a_label(client: FlaskClient, mixed: FlaskClient) -> None:
-    for tester, path in [(client, f"/models/{name}") for name in DEMO_MODELS] + [(mixed, "/models/plans")]:
+    for tester, path in [(client, f"/models/{name}") for name in DEMO_MODELS] + [(mixed, "/models/mixed")]:
         _, page = get_page(tester, path)
         controls = [
             attributes

@@ -1,11 +1,19 @@
-"""``X-Request-ID``: the client's own id when it is well-formed, else a new one."""
+"""``X-Request-ID`` and ``X-Process-Time`` on every answer: the client's own id when it is
+well-formed, else a new one, and the id quoted in a 500's problem."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.helpers import SETOSA, boom
+from tests.servers import JSON
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -30,3 +38,61 @@ def test_a_well_formed_id_is_kept_up_to_its_length_limit(client: FlaskClient) ->
     assert NEW_ID.fullmatch(
         client.get("/health", headers={"X-Request-ID": longest + "a"}).headers["X-Request-ID"]
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/health", 200),
+        ("GET", "/metrics", 200),
+        ("POST", "/predict", 200),
+        ("GET", "/no/such/route", 404),
+        ("GET", "/predict", 405),
+        ("POST", "/v1/models/no_such_model/predict", 404),
+    ],
+)
+def test_every_response_carries_request_id_and_process_time(
+    fresh_app: Flask, method: str, path: str, status: int
+) -> None:
+    client = fresh_app.test_client()
+    body = json.dumps(SETOSA) if method == "POST" else None
+    own = client.open(path, method=method, data=body, content_type=JSON, headers={"X-Request-ID": "abc-1"})
+    assert own.status_code == status
+    assert own.headers["X-Request-ID"] == "abc-1"
+    assert float(own.headers["X-Process-Time"]) >= 0
+    assert re.fullmatch(r"\d+\.\d{6}", own.headers["X-Process-Time"])
+
+    new = client.open(path, method=method, data=body, content_type=JSON)
+    assert new.status_code == status
+    assert NEW_ID.fullmatch(new.headers["X-Request-ID"])
+    assert float(new.headers["X-Process-Time"]) >= 0
+
+
+def test_well_formed_request_ids_are_kept(fresh_app: Flask) -> None:
+    client = fresh_app.test_client()
+    for request_id in ("a", "A.b_c-d:e", "0" * 128, "2f1c9e4e-5d1a-4a86-9c43-6f7b0e1b3f5a"):
+        response = client.get("/health", headers={"X-Request-ID": request_id})
+        assert response.headers["X-Request-ID"] == request_id
+
+
+def test_malformed_request_ids_are_replaced(fresh_app: Flask) -> None:
+    """Too long, empty or with characters that could forge a log line: a fresh id instead."""
+    client = fresh_app.test_client()
+    seen = set()
+    for request_id in ("", "x" * 129, "two words", 'quo"te', "<script>", "a;b", "id\tx", "é"):
+        response = client.get("/health", headers={"X-Request-ID": request_id})
+        replaced = response.headers["X-Request-ID"]
+        assert replaced != request_id
+        assert NEW_ID.fullmatch(replaced)
+        seen.add(replaced)
+    assert len(seen) == 8  # a new id each time
+
+
+def test_a_500_quotes_the_request_id_of_its_header(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    app = make_app(model_store=tmp_path)
+    app.add_url_rule("/boom", "boom", boom)
+    response = app.test_client().get("/boom", headers={"X-Request-ID": "report-me"})
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "report-me"
+    assert response.get_json()["request_id"] == "report-me"
+    assert "kaboom" not in response.get_data(as_text=True)

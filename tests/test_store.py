@@ -12,6 +12,7 @@ import joblib
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from service.app import unservable_reason
 from service.errors import (
     ArtifactHashMismatch,
     ArtifactMissing,
@@ -21,16 +22,10 @@ from service.errors import (
 from service.models import ModelStore, load_registry
 from service.models.versions import version_key
 from tests.estimators import ArtifactTrap
-from tests.helpers import edit_manifest, store_model, tiny_frame
+from tests.helpers import corrupt, edit_manifest, store_model, tiny_frame
 from tests.rows import JsonValidator
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-def corrupt(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_loads_and_predicts(store_path: Path) -> None:
@@ -227,7 +222,6 @@ def test_configured_model_missing_from_store_is_not_ready(store_path: Path, make
 
 
 def test_unservable_reason(store_path: Path, make_app: Any, tmp_path: Path) -> None:
-    from service.app import unservable_reason
 
     assert unservable_reason(make_app(model_store=store_path)) is None
     for name in ("iris", "diabetes", "breast_cancer"):
