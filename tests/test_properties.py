@@ -1,5 +1,5 @@
 """Properties of the validation layer, over arbitrary JSON: what the examples in
-``test_inputs.py`` and ``test_api.py`` show for chosen values, checked here for
+``test_rules.py`` and ``test_api.py`` show for chosen values, checked here for
 values hypothesis picks.
 
 - Arbitrary JSON for each feature type never produces a 5xx.

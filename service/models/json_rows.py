@@ -6,7 +6,7 @@ row an object of exactly its features) and its values have the expected JSON
 types, the rule set judges whole columns at once with numpy. Rows that may not
 pass, and every row of an irregular batch, are judged one by one by the exact
 rules (the row schema), which also word every message. So an answer is the same
-whichever way a row went; ``tests/test_vectorised.py`` holds the two ways to
+whichever way a row went; ``tests/test_json_rows.py`` holds the two ways to
 the same verdicts and matrices.
 """
 
