@@ -17,6 +17,8 @@
   var modelName = form.dataset.model;
   var predictUrl = form.dataset.predictUrl;
   var fields = Array.prototype.slice.call(form.querySelectorAll(".field"));
+
+  // The elements the script draws in (their ids are in pages/model.html).
   var result = document.getElementById("result");
   var resultStatus = document.getElementById("result-status");
   var resultLabel = document.getElementById("result-label");
@@ -26,6 +28,76 @@
   var copyButton = document.getElementById("copy-curl");
   var copyStatus = document.getElementById("copy-status");
   var curlText = document.getElementById("curl");
+  var csvForm = document.getElementById("csv-form");
+  var csvFile = document.getElementById("csv-file");
+  var csvTemplate = document.getElementById("csv-template");
+  var csvStatus = document.getElementById("csv-status");
+  var csvDownload = document.getElementById("csv-download");
+  var csvErrors = document.getElementById("csv-errors");
+  var csvErrorList = document.getElementById("csv-error-list");
+  var csvPreview = document.getElementById("csv-preview");
+  var csvUrl = csvForm.dataset.csvUrl;
+
+  // --- Small helpers ---------------------------------------------------------------
+
+  /* Shows TEXT in ELEMENT; a null TEXT empties ELEMENT and hides it. */
+  function showText(element, text) {
+    element.textContent = text === null ? "" : text;
+    element.hidden = text === null;
+  }
+
+  /* Whether TEXT (a number box's value, a CSV cell) reads as a finite number. */
+  function isNumeric(text) {
+    return text !== "" && Number.isFinite(Number(text));
+  }
+
+  function percent(share) {
+    return (share * 100).toFixed(1) + "%";
+  }
+
+  function plural(count, word) {
+    return word + (count === 1 ? "" : "s");
+  }
+
+  /* The options of a POST of BODY (SIGNAL, if given, can abort it). */
+  function postOptions(contentType, body, signal) {
+    return { method: "POST", headers: { "Content-Type": contentType }, body: body, signal: signal };
+  }
+
+  // --- Problems the API answers with (application/problem+json) --------------------
+
+  function errorsOf(problem) {
+    return (problem && problem.errors) || {};
+  }
+
+  function answeredText(status) {
+    return "The service answered " + status + ".";
+  }
+
+  /* "_row" and "_body" are faults of the whole row or body, not of a field. */
+  function isWhole(key) {
+    return key.charAt(0) === "_";
+  }
+
+  /* MESSAGE, after the field KEY it is about. */
+  function keyed(key, message) {
+    return (isWhole(key) ? "" : key + ": ") + message;
+  }
+
+  /* The messages of an `errors` value (a text, a list or an object of them) as one text. */
+  function messages(value) {
+    if (Array.isArray(value)) {
+      return value.map(messages).join(" ");
+    }
+    if (value && typeof value === "object") {
+      return Object.keys(value)
+        .map(function (key) {
+          return keyed(key, messages(value[key]));
+        })
+        .join("; ");
+    }
+    return String(value);
+  }
 
   // --- Reading the form ----------------------------------------------------------
 
@@ -62,21 +134,26 @@
 
   // --- Sliders and number boxes move together -------------------------------------
 
-  form.querySelectorAll("input[type=range][data-slider-for]").forEach(function (slider) {
-    var box = document.getElementById(slider.dataset.sliderFor);
+  /* Calls CALLBACK with each slider and the number box it moves with. */
+  function eachSlider(callback) {
+    form.querySelectorAll("input[type=range][data-slider-for]").forEach(function (slider) {
+      callback(slider, document.getElementById(slider.dataset.sliderFor));
+    });
+  }
+
+  eachSlider(function (slider, box) {
     slider.addEventListener("input", function () {
       box.value = slider.value;
     });
     box.addEventListener("input", function () {
-      if (box.value !== "" && Number.isFinite(Number(box.value))) {
+      if (isNumeric(box.value)) {
         slider.value = box.value; // the browser keeps the slider within its range
       }
     });
   });
 
   function syncSliders() {
-    form.querySelectorAll("input[type=range][data-slider-for]").forEach(function (slider) {
-      var box = document.getElementById(slider.dataset.sliderFor);
+    eachSlider(function (slider, box) {
       if (box.value !== "") {
         slider.value = box.value;
       }
@@ -88,7 +165,6 @@
   var timer = null;
   var sequence = 0;
   var inFlight = null;
-
   var lastSent = null;
 
   function requestBody() {
@@ -109,14 +185,12 @@
   form.addEventListener("change", schedule);
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    window.clearTimeout(timer);
     predict();
   });
   form.addEventListener("reset", function () {
     // The browser restores the values after this event: read them on the next turn.
     window.setTimeout(function () {
       syncSliders();
-      window.clearTimeout(timer);
       predict();
     }, 0);
   });
@@ -134,6 +208,7 @@
   }
 
   function predict() {
+    window.clearTimeout(timer); // this prediction replaces any scheduled one
     var mine = ++sequence;
     if (inFlight) {
       inFlight.abort();
@@ -146,27 +221,19 @@
     result.classList.add("is-pending");
     resultStatus.textContent = "Predicting…";
     var started = performance.now();
-    var response;
-    fetch(predictUrl, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: body,
-      signal: inFlight.signal,
-    })
-      .then(function (answer) {
-        response = answer;
-        return answer.json();
-      })
-      .then(function (answer) {
-        if (mine !== sequence) {
-          return; // a newer request has been sent since
-        }
-        var elapsed = performance.now() - started;
-        if (response.ok) {
-          showAnswer(answer, elapsed, response.headers.get("X-Process-Time"));
-        } else {
-          showProblem(answer, response.status);
-        }
+    fetch(predictUrl, postOptions("application/json", body, inFlight.signal))
+      .then(function (response) {
+        return response.json().then(function (answer) {
+          if (mine !== sequence) {
+            return; // a newer request has been sent since
+          }
+          var elapsed = performance.now() - started;
+          if (response.ok) {
+            showAnswer(answer, elapsed, response.headers.get("X-Process-Time"));
+          } else {
+            showProblem(answer, response.status);
+          }
+        });
       })
       .catch(function (error) {
         if (error.name === "AbortError" || mine !== sequence) {
@@ -190,16 +257,29 @@
     return ms < 10 ? ms.toFixed(1) + " ms" : Math.round(ms) + " ms";
   }
 
+  /* Shows MESSAGE under the control of FIELD and marks it invalid; a null MESSAGE clears both. */
+  function showFieldError(field, message) {
+    var invalid = message !== null;
+    showText(field.querySelector(".field-error"), message);
+    if (invalid) {
+      control(field).setAttribute("aria-invalid", "true");
+    } else {
+      control(field).removeAttribute("aria-invalid");
+    }
+    field.classList.toggle("has-error", invalid);
+  }
+
   function clearErrors() {
     fields.forEach(function (field) {
-      var error = field.querySelector(".field-error");
-      error.hidden = true;
-      error.textContent = "";
-      control(field).removeAttribute("aria-invalid");
-      field.classList.remove("has-error");
+      showFieldError(field, null);
     });
-    formError.hidden = true;
-    formError.textContent = "";
+    showText(formError, null);
+  }
+
+  /* The answer has come: the result is no longer pending but STATE ("is-stale", "is-failed"). */
+  function settle(state) {
+    result.classList.remove("is-pending");
+    result.classList.add(state);
   }
 
   function showAnswer(answer, elapsed, serverSeconds) {
@@ -222,7 +302,7 @@
         var share = typeof probability === "number" ? probability : 0;
         bar.dataset.probability = String(share);
         bar.querySelector(".bar-fill").style.width = (share * 100).toFixed(2) + "%";
-        bar.querySelector(".bar-value").textContent = (share * 100).toFixed(1) + "%";
+        bar.querySelector(".bar-value").textContent = percent(share);
         var isPredicted = bar.dataset.class === predicted;
         bar.classList.toggle("is-predicted", isPredicted);
         var name = bar.querySelector(".bar-name");
@@ -231,55 +311,33 @@
     }
   }
 
-  function messages(value) {
-    if (Array.isArray(value)) {
-      return value.map(messages).join(" ");
-    }
-    if (value && typeof value === "object") {
-      return Object.keys(value)
-        .map(function (key) {
-          // "_row" and "_body" are faults of the whole row or body, not of a field.
-          return (key.charAt(0) === "_" ? "" : key + ": ") + messages(value[key]);
-        })
-        .join("; ");
-    }
-    return String(value);
-  }
-
   function showProblem(problem, status) {
     clearErrors();
-    result.classList.remove("is-pending");
-    result.classList.add("is-stale");
-    var errors = (problem && problem.errors) || {};
+    settle("is-stale");
+    var errors = errorsOf(problem);
     var unplaced = [];
     Object.keys(errors).forEach(function (name) {
       var field = fields.find(function (candidate) {
         return candidate.dataset.name === name;
       });
-      if (!field) {
-        unplaced.push((name.charAt(0) === "_" ? "" : name + ": ") + messages(errors[name]));
-        return;
+      if (field) {
+        showFieldError(field, messages(errors[name]));
+      } else {
+        unplaced.push(keyed(name, messages(errors[name])));
       }
-      var error = field.querySelector(".field-error");
-      error.textContent = messages(errors[name]);
-      error.hidden = false;
-      control(field).setAttribute("aria-invalid", "true");
-      field.classList.add("has-error");
     });
     var placed = Object.keys(errors).length - unplaced.length;
     if (unplaced.length || !placed) {
-      formError.textContent = unplaced.length ? unplaced.join(" ") : (problem && problem.detail) || "Error " + status;
-      formError.hidden = false;
+      showText(formError, unplaced.length ? unplaced.join(" ") : (problem && problem.detail) || "Error " + status);
     }
     resultStatus.textContent =
       status === 422 && placed
-        ? "Fix the highlighted value" + (placed > 1 ? "s" : "") + " to predict again."
-        : (problem && problem.title) || "The service answered " + status + ".";
+        ? "Fix the highlighted " + plural(placed, "value") + " to predict again."
+        : (problem && problem.title) || answeredText(status);
   }
 
   function showFailure(text) {
-    result.classList.remove("is-pending");
-    result.classList.add("is-failed");
+    settle("is-failed");
     resultStatus.textContent = text;
   }
 
@@ -320,19 +378,15 @@
 
   // --- A whole file ---------------------------------------------------------------
 
-  var csvForm = document.getElementById("csv-form");
-  var csvFile = document.getElementById("csv-file");
-  var csvStatus = document.getElementById("csv-status");
-  var csvDownload = document.getElementById("csv-download");
-  var csvErrors = document.getElementById("csv-errors");
-  var csvErrorList = document.getElementById("csv-error-list");
-  var csvPreview = document.getElementById("csv-preview");
-  var csvUrl = csvForm.dataset.csvUrl;
   var downloadUrl = null;
 
   function csvField(value) {
     var text = String(value === null ? "" : value);
     return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+
+  function csvLine(values) {
+    return values.map(csvField).join(",") + "\r\n";
   }
 
   function saveBlob(blob, filename) {
@@ -348,19 +402,13 @@
     }, 10000);
   }
 
-  document.getElementById("csv-template").addEventListener("click", function () {
+  csvTemplate.addEventListener("click", function () {
     var row = currentRow();
     var names = Object.keys(row);
-    var text =
-      names.map(csvField).join(",") +
-      "\r\n" +
-      names
-        .map(function (name) {
-          return csvField(row[name]);
-        })
-        .join(",") +
-      "\r\n";
-    saveBlob(new Blob([text], { type: "text/csv" }), modelName + "-template.csv");
+    var values = names.map(function (name) {
+      return row[name];
+    });
+    saveBlob(new Blob([csvLine(names) + csvLine(values)], { type: "text/csv" }), modelName + "-template.csv");
   });
 
   /* A CSV reader fed in chunks (RFC 4180: quoted fields, doubled quotes, CRLF or LF). */
@@ -427,23 +475,24 @@
     };
   }
 
+  /* Reads the predicted file once: its header, its row count, the first rows and the rows' errors. */
   function scanCsv(blob) {
-    var summary = { header: null, rows: 0, preview: [], errors: [], errorCount: 0 };
-    var errorColumn = -1;
+    var summary = { header: null, errorColumn: -1, rows: 0, preview: [], errors: [], errorCount: 0 };
     var reader = csvReader(function (row) {
       if (summary.header === null) {
         summary.header = row;
-        errorColumn = row.lastIndexOf("error");
+        summary.errorColumn = row.lastIndexOf("error");
         return;
       }
       summary.rows += 1;
       if (summary.preview.length < PREVIEW_ROWS) {
         summary.preview.push({ number: summary.rows, cells: row });
       }
-      if (errorColumn >= 0 && row[errorColumn]) {
+      var error = row[summary.errorColumn]; // no "error" column: row[-1] is undefined
+      if (error) {
         summary.errorCount += 1;
         if (summary.errors.length < ERRORS_SHOWN) {
-          summary.errors.push({ number: summary.rows, message: row[errorColumn] });
+          summary.errors.push({ number: summary.rows, message: error });
         }
       }
     });
@@ -476,6 +525,7 @@
     }
   }
 
+  /* Lists ITEMS ({where, message}) under "Rows with errors", and how many of TOTAL are left out. */
   function listErrors(items, total) {
     items.forEach(function (item) {
       var li = document.createElement("li");
@@ -493,50 +543,63 @@
     csvErrors.hidden = items.length === 0;
   }
 
+  /* A row's error as listed: the service writes "line N: field: message"; the row number is ours. */
+  function rowError(error) {
+    var line = /^line (\d+): /.exec(error.message);
+    return {
+      where: "Row " + error.number + (line ? " (line " + line[1] + ")" : ""),
+      message: line ? error.message.slice(line[0].length) : error.message,
+    };
+  }
+
   function filenameFrom(disposition) {
     var match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition || "");
     return match ? decodeURIComponent(match[1]) : null;
   }
 
+  function isProbability(column) {
+    return column.indexOf("probability_") === 0;
+  }
+
+  /* The columns the service adds to the file are drawn apart from the features. */
+  function columnClass(column) {
+    return column === "prediction" || column === "error" || isProbability(column) ? "col-out" : "";
+  }
+
+  /* A table cell (TAG "td" or "th") showing TEXT as text. */
+  function tableCell(tag, text, className) {
+    var cell = document.createElement(tag);
+    cell.textContent = text;
+    if (className) {
+      cell.className = className;
+    }
+    return cell;
+  }
+
+  /* A header cell for a column or a row (SCOPE "col" or "row"). */
+  function headerCell(scope, text, className) {
+    var cell = tableCell("th", text, className);
+    cell.scope = scope;
+    return cell;
+  }
+
   function showPreview(summary) {
     var head = csvPreview.querySelector("thead tr");
     var body = csvPreview.querySelector("tbody");
-    var outputs = summary.header.map(function (name) {
-      return name === "prediction" || name === "error" || name.indexOf("probability_") === 0;
-    });
-    var corner = document.createElement("th");
-    corner.scope = "col";
-    corner.textContent = "Row";
-    head.appendChild(corner);
+    var classes = summary.header.map(columnClass);
+    head.appendChild(headerCell("col", "Row"));
     summary.header.forEach(function (name, index) {
-      var th = document.createElement("th");
-      th.scope = "col";
-      th.textContent = name;
-      if (outputs[index]) {
-        th.className = "col-out";
-      }
-      head.appendChild(th);
+      head.appendChild(headerCell("col", name, classes[index]));
     });
     summary.preview.forEach(function (row) {
       var tr = document.createElement("tr");
-      var number = document.createElement("th");
-      number.scope = "row";
-      number.textContent = String(row.number);
-      tr.appendChild(number);
+      tr.appendChild(headerCell("row", String(row.number)));
       row.cells.forEach(function (cell, index) {
-        var td = document.createElement("td");
         var name = summary.header[index] || "";
-        var value = cell;
-        if (name.indexOf("probability_") === 0 && cell !== "" && Number.isFinite(Number(cell))) {
-          value = (Number(cell) * 100).toFixed(1) + "%";
-        }
-        td.textContent = value;
-        if (outputs[index]) {
-          td.className = "col-out";
-        }
-        tr.appendChild(td);
+        var shown = isProbability(name) && isNumeric(cell) ? percent(Number(cell)) : cell;
+        tr.appendChild(tableCell("td", shown, classes[index]));
       });
-      if (row.cells[summary.header.lastIndexOf("error")]) {
+      if (row.cells[summary.errorColumn]) {
         tr.className = "row-error";
       }
       body.appendChild(tr);
@@ -548,6 +611,12 @@
     csvPreview.hidden = false;
   }
 
+  /* The problem document of a failed answer, or null when it sent none. */
+  function problemOf(response) {
+    var type = (response.headers.get("Content-Type") || "").split(";")[0].trim();
+    return /json$/.test(type) ? response.json() : Promise.resolve(null);
+  }
+
   function uploadCsv() {
     var file = csvFile.files[0];
     resetCsv();
@@ -557,57 +626,19 @@
     }
     csvStatus.textContent = "Predicting " + file.name + "…";
     var started = performance.now();
-    var response;
-    fetch(csvUrl, { method: "POST", headers: { "Content-Type": "text/csv" }, body: file })
-      .then(function (answer) {
-        response = answer;
-        if (!answer.ok) {
-          var type = (answer.headers.get("Content-Type") || "").split(";")[0].trim();
-          return (/json$/.test(type) ? answer.json() : Promise.resolve(null)).then(function (problem) {
-            showCsvProblem(problem, answer.status);
-            return null;
+    fetch(csvUrl, postOptions("text/csv", file))
+      .then(function (response) {
+        if (!response.ok) {
+          return problemOf(response).then(function (problem) {
+            showCsvProblem(problem, response.status);
           });
         }
-        return answer.blob();
-      })
-      .then(function (blob) {
-        if (!blob) {
-          return null;
-        }
-        var seconds = (performance.now() - started) / 1000;
-        downloadUrl = URL.createObjectURL(blob);
-        csvDownload.href = downloadUrl;
-        var filename =
-          filenameFrom(response.headers.get("Content-Disposition")) ||
-          file.name.replace(/\.csv$/i, "") + "-predictions.csv";
-        csvDownload.download = filename;
-        return scanCsv(blob).then(function (summary) {
-          if (!summary.header) {
-            csvStatus.textContent = "The service answered with an empty file.";
-            return;
-          }
-          csvDownload.textContent = "Download " + filename + " (" + summary.rows + " rows with predictions)";
-          csvDownload.hidden = false;
-          csvStatus.textContent =
-            summary.rows +
-            " row" +
-            (summary.rows === 1 ? "" : "s") +
-            " predicted in " +
-            seconds.toFixed(1) +
-            " s" +
-            (summary.errorCount ? "; " + summary.errorCount + " with errors." : ", none with errors.");
-          listErrors(
-            summary.errors.map(function (error) {
-              // The service writes "line N: field: message"; the row number is ours.
-              var line = /^line (\d+): /.exec(error.message);
-              return {
-                where: "Row " + error.number + (line ? " (line " + line[1] + ")" : ""),
-                message: line ? error.message.slice(line[0].length) : error.message,
-              };
-            }),
-            summary.errorCount
-          );
-          showPreview(summary);
+        return response.blob().then(function (blob) {
+          var seconds = (performance.now() - started) / 1000;
+          var filename =
+            filenameFrom(response.headers.get("Content-Disposition")) ||
+            file.name.replace(/\.csv$/i, "") + "-predictions.csv";
+          return showCsvAnswer(blob, filename, seconds);
         });
       })
       .catch(function (error) {
@@ -615,14 +646,38 @@
       });
   }
 
+  function showCsvAnswer(blob, filename, seconds) {
+    downloadUrl = URL.createObjectURL(blob);
+    csvDownload.href = downloadUrl;
+    csvDownload.download = filename;
+    return scanCsv(blob).then(function (summary) {
+      if (!summary.header) {
+        csvStatus.textContent = "The service answered with an empty file.";
+        return;
+      }
+      csvDownload.textContent = "Download " + filename + " (" + summary.rows + " rows with predictions)";
+      csvDownload.hidden = false;
+      csvStatus.textContent =
+        summary.rows +
+        " " +
+        plural(summary.rows, "row") +
+        " predicted in " +
+        seconds.toFixed(1) +
+        " s" +
+        (summary.errorCount ? "; " + summary.errorCount + " with errors." : ", none with errors.");
+      listErrors(summary.errors.map(rowError), summary.errorCount);
+      showPreview(summary);
+    });
+  }
+
   function showCsvProblem(problem, status) {
-    csvStatus.textContent = (problem && problem.detail) || "The service answered " + status + ".";
-    var errors = (problem && problem.errors) || {};
+    csvStatus.textContent = (problem && problem.detail) || answeredText(status);
+    var errors = errorsOf(problem);
     var keys = Object.keys(errors);
     listErrors(
       keys.slice(0, ERRORS_SHOWN).map(function (key) {
         // Keyed by line ("line 3"; the header is line 1), or "_body" for the file as a whole.
-        var where = /^\d+$/.test(key) ? "Line " + key : key.charAt(0) === "_" ? "File" : key;
+        var where = /^\d+$/.test(key) ? "Line " + key : isWhole(key) ? "File" : key;
         return { where: where.charAt(0).toUpperCase() + where.slice(1), message: messages(errors[key]) };
       }),
       keys.length
