@@ -2,7 +2,7 @@
 and the answer's text.
 
 Memory per chunk is bounded whatever the file's shape. A chunk holds at most
-``CHUNK_ROWS`` lines, at most ``csv_reading.CHUNK_BYTES`` of text, and at most
+``CHUNK_ROWS`` lines, at most ``reading.CHUNK_BYTES`` of text, and at most
 ``CHUNK_BYTES // header width`` lines, so a wide header with short rows cannot
 make a chunk large. Only the feature cells of rows with the header's number of
 cells are ever split out and checked; a row with another number of cells is

@@ -113,8 +113,10 @@ class LoadedModel:
 
         All rows go to the estimator in one vectorised call.
         """
-        model_input = self._model_input(matrix)
         try:
+            # Building the input is part of the model's side: a value the rules
+            # pass that the model cannot take is its fault, not the client's.
+            model_input = self._model_input(matrix)
             # Every value was checked finite before it got here, so scikit-learn
             # need not scan the matrix again (a tenth of a small request's time);
             # what the model makes of it is checked below.
