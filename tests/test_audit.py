@@ -152,11 +152,15 @@ IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 IRIS_CLASSES = ("setosa", "versicolor", "virginica")
 
 
-def test_audit_log_has_one_line_per_predicted_row(
-    make_app: Callable[..., Flask], demo_store_path: Path, tmp_path: Path
-) -> None:
-    audit_path = tmp_path / "audit.jsonl"
-    app = make_app(model_store=demo_store_path, prediction_log=audit_path)
+@pytest.fixture
+def audited(make_app: Callable[..., Flask], demo_store_path: Path, tmp_path: Path) -> tuple[Flask, Path]:
+    """An app over the demo models that writes its audit log to a fresh file."""
+    path = tmp_path / "audit.jsonl"
+    return make_app(model_store=demo_store_path, prediction_log=path), path
+
+
+def test_audit_log_has_one_line_per_predicted_row(audited: tuple[Flask, Path], demo_store_path: Path) -> None:
+    app, audit_path = audited
     client = app.test_client()
     rng = random.Random(5)
     diabetes_rows = stored_model_rows(demo_store_path, "diabetes", rng, 2)
@@ -230,10 +234,9 @@ def test_audit_log_has_one_line_per_predicted_row(
 
 
 def test_audit_log_is_not_written_for_refused_requests(
-    make_app: Callable[..., Flask], demo_store_path: Path, tmp_path: Path
+    audited: tuple[Flask, Path], demo_store_path: Path
 ) -> None:
-    audit_path = tmp_path / "audit.jsonl"
-    app = make_app(model_store=demo_store_path, prediction_log=audit_path)
+    app, audit_path = audited
     client = app.test_client()
     assert post(client, "/v1/models/iris/predict", {**SETOSA, "petal_length": 1000.0}).status_code == 422
     assert post(client, "/v1/models/iris/predict/batch", [SETOSA, None]).status_code in {400, 422}
