@@ -7,6 +7,7 @@ refuses to start on one), so ``models add`` and ``models demo`` can fill it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sklearn.exceptions import InconsistentVersionWarning
 
-from service.errors import ModelLoadError
+from service.errors import InvalidInput, ModelLoadError, PredictionFailed
 from service.models import ModelStore, demo
 from service.models.introspect import IntrospectionError, describe_estimator
 from service.models.manifest import NAME_PATTERN
@@ -191,6 +192,12 @@ def _verify(store: ModelStore, name: str, version: str) -> str | None:
         warm_up(store.load(name, version))
     except ModelLoadError as error:
         return bounded(error.reason)
+    except PredictionFailed as error:
+        # The estimator's own words are what its author needs, not ours.
+        cause = error.__cause__
+        return bounded(f"predicting its example row failed: {type(cause).__name__}: {cause}")
+    except InvalidInput as error:
+        return bounded(f"its example row is invalid: {json.dumps(error.errors)}")
     except Exception as error:  # any failure of the model itself is the answer here
         return bounded(f"{type(error).__name__}: {error}")
     return None

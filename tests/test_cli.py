@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
+from sklearn.neighbors import RadiusNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -321,8 +322,23 @@ def test_add_removes_a_model_that_fails_its_check(
     result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing")
     assert result.exit_code == 1
     assert "failed its check and was removed" in result.output
+    # The estimator's own message, not only that it failed.
+    assert "RuntimeError: this model always fails" in result.output
     assert store_tree(store_path) == before
     assert make_app(model_store=store_path).test_client().get("/ready").status_code == 200
+
+
+def test_add_quotes_the_estimators_own_message(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A radius-neighbours classifier finds no neighbour for the made-up example row: the CLI says so."""
+    artifact = tmp_path / "radius.joblib"
+    joblib.dump(
+        RadiusNeighborsClassifier().fit(np.full((6, 2), 5.0) + np.arange(6)[:, None], [0, 1] * 3), artifact
+    )
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "radius")
+    assert result.exit_code == 1
+    assert "No neighbors found for test samples" in result.output, result.output
 
 
 # --- models list / verify -----------------------------------------------------------
