@@ -410,6 +410,16 @@ def test_wrong_method_is_405_with_allow(client: FlaskClient, method: str, path: 
     assert response.headers["Allow"] == allowed
 
 
+def test_other_http_errors_keep_werkzeugs_name(client: FlaskClient) -> None:
+    """An HTTP error the problem table does not name is answered as itself, never as a server fault."""
+    response = client.get("/static/pages.css", headers={"Range": "bytes=99999999-"})
+    body = assert_problem(response, 416)
+    assert (body["type"], body["title"]) == (
+        "/problems/requested-range-not-satisfiable",
+        "Requested Range Not Satisfiable",
+    )
+
+
 @pytest.mark.parametrize(
     "path", ["//predict", "/v1/models//predict", "/v1/models/iris//predict", "/./predict"]
 )

@@ -26,7 +26,7 @@ from werkzeug.routing import Rule
 
 from service import __version__
 from service.api.answers import ProblemSchema, prediction_schemas
-from service.api.problems import PROBLEM_MEDIA_TYPE, ProblemType, problem_type
+from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
 from service.models import LoadedModel
 
@@ -102,8 +102,7 @@ def _problems(errors: tuple[type[Exception], ...]) -> dict[int, tuple[ProblemTyp
     A route lists the exceptions it may meet; any route may fail unexpectedly (500).
     """
     kinds: list[ProblemType] = []
-    for error in (*errors, Exception):
-        kind = problem_type(error)
+    for kind in (*map(problem_type, errors), INTERNAL_ERROR):
         if kind is not None and kind not in kinds:
             kinds.append(kind)
     statuses = sorted({kind.status for kind in kinds})

@@ -113,12 +113,6 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
     ModelLoadError: ProblemType(
         500, "model-load-failed", "Model failed to load", "A model could not be loaded."
     ),
-    Exception: ProblemType(
-        500,
-        "internal-error",
-        "Internal server error",
-        "A fault in the service; the answer carries a request id.",
-    ),
     ModelNotReady: ProblemType(
         503, "model-not-ready", "Model not ready", "The model is not ready: it failed to load."
     ),
@@ -126,6 +120,12 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
         503, "not-ready", "Not ready", "Some configured model is not ready; `models` says why."
     ),
 }
+
+
+# Any exception the table does not name: a fault of the service, which any route may meet.
+INTERNAL_ERROR = ProblemType(
+    500, "internal-error", "Internal server error", "A fault in the service; the answer carries a request id."
+)
 
 
 def problem_type(error: type[BaseException]) -> ProblemType | None:
@@ -148,7 +148,7 @@ def _problem(kind: ProblemType, detail: str, *, status: int | None = None, **ext
 
 
 def handle_service_error(error: ServiceError) -> Response:
-    kind = problem_type(type(error)) or PROBLEM_TYPES[Exception]
+    kind = problem_type(type(error)) or INTERNAL_ERROR
     extra: dict[str, Any] = {}
     if isinstance(error, InvalidInput):
         if error.errors:
@@ -188,7 +188,7 @@ def handle_unexpected(error: Exception) -> Response:
     request_id = g.get("request_id")
     log.exception("unexpected error on %s %s (request id %s)", request.method, request.path, request_id)
     return _problem(
-        PROBLEM_TYPES[Exception],
+        INTERNAL_ERROR,
         f"The service failed to answer this request; quote request id {request_id} when reporting it.",
         request_id=request_id,
     )
