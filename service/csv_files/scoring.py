@@ -74,7 +74,6 @@ class Scorer:
         self._lines_per_chunk = CHUNK_ROWS
         self._ragged = 0  # rows so far whose number of cells is not the header's
         self._first_ragged_line = 0
-        self.rows = 0
 
     def header(self) -> str:
         """The header line for the answer, and where each feature is; 422 if a feature is missing."""
@@ -162,7 +161,6 @@ class Scorer:
                     texts[index] = safe_row(cut) + "," * (width - len(cut))
                 elif any(map(is_formula, row)):
                     texts[index] = safe_row(row)
-        self.rows += len(texts)
         return Chunk(texts, CellRows(cells, block.starts, checked, row_errors))
 
     def _count_ragged(self, ragged: list[int], lines: np.ndarray, width: int) -> None:

@@ -63,15 +63,23 @@ def check_rows(rules: RuleSet, rows: Sequence[Any], *, strict: bool = True) -> C
         return Checked.all_valid(doubtful)
     indexes = range(len(rows)) if doubtful is None else doubtful
     errors: RowErrors = {}
+    loaded: dict[int, list[Any]] = {}
     for index in indexes:
-        _, row_errors = exact_row(rules, rows[index])
+        values, row_errors = exact_row(rules, rows[index])
         if row_errors:
             errors[index] = row_errors
+        else:
+            loaded[index] = values
     if errors and strict:
         return Checked.refused(len(rows), errors)
     # Every row the numbers doubted passed after all (an exact integer, say), or
-    # the valid rows of a partial batch: the matrix from their exact values.
-    values = [exact_row(rules, row)[0] for index, row in enumerate(rows) if index not in errors]
+    # the valid rows of a partial batch: the matrix from their exact values (a
+    # row the numbers passed is loaded by the exact rules too, for the same matrix).
+    values = [
+        loaded[index] if index in loaded else exact_row(rules, row)[0]
+        for index, row in enumerate(rows)
+        if index not in errors
+    ]
     return Checked.partly(len(rows), rules.assemble_rows(values), errors)
 
 

@@ -176,7 +176,7 @@ class RuleSet:
         Finite, within the bounds, integral where the feature is an integer.
         ``exact_below``: a value at or beyond 2**53 in magnitude does not pass here
         (it came from an integer that the float may not hold exactly) and must be
-        judged by its exact value with ``messages``.
+        judged by its exact value with ``judge``.
         """
         if isinstance(columns, int):
             columns = slice(columns, columns + 1)
@@ -197,18 +197,14 @@ class RuleSet:
 
     # --- Exact rules ----------------------------------------------------------
 
-    def messages(self, index: int, value: Any) -> list[str] | None:
-        """Why ``value`` fails feature ``index``, as a client reads it; None when it passes."""
+    def judge(self, index: int, value: Any) -> tuple[Any, list[str] | None]:
+        """(the value the matrix holds, None) when ``value`` passes feature ``index`` (an int
+        stays exact); (None, why it fails, as a client reads it) when it does not."""
         try:
-            self.fields[index].deserialize(value)
+            return self.fields[index].deserialize(value), None
         except ValidationError as error:
             found = error.messages
-            return [str(message) for message in found] if isinstance(found, list) else [str(found)]
-        return None
-
-    def load(self, index: int, value: Any) -> Any:
-        """The value the matrix holds for a ``value`` that passes (an int stays exact)."""
-        return self.fields[index].deserialize(value)
+            return None, [str(message) for message in found] if isinstance(found, list) else [str(found)]
 
     # --- The matrix -----------------------------------------------------------
 

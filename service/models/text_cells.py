@@ -117,10 +117,10 @@ def _numbers(rules: RuleSet, index: int, column: np.ndarray) -> tuple[Any, np.nd
         return values, ok
     exact: list[Any] = values.tolist()
     for row in large.tolist():
-        value = _exact_number(column[row])
-        if rules.messages(index, value) is None:
+        value, messages = rules.judge(index, _exact_number(column[row]))
+        if messages is None:
             ok[row] = True
-            exact[row] = rules.load(index, value)
+            exact[row] = value
     return exact, ok
 
 
@@ -162,4 +162,4 @@ def _messages(rules: RuleSet, index: int, cell: str) -> list[str]:
     elif feature.type == "bool":
         lowered = cell.lower()
         value = True if lowered in _TRUE else False if lowered in _FALSE else cell
-    return rules.messages(index, value) or ["Not a valid value."]  # the fallback is never reached
+    return rules.judge(index, value)[1] or ["Not a valid value."]  # the fallback is never reached
