@@ -162,3 +162,10 @@ def post_json(server: Server, path: str, body: Any, **kwargs: Any) -> requests.R
 
 def media_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "").split(";")[0].strip()
+
+
+def run_in_repo(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``command`` run to its end from the repository's root with ``env`` alone, output captured."""
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )

@@ -27,8 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.models import ModelStore
+from tests.servers import run_in_repo
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FLASK = Path(sys.executable).parent / "flask"
 
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
@@ -481,15 +481,7 @@ def run_flask(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``flask --app wsgi models ...`` in the repository, with SERVICE_MODEL_STORE set to ``store``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SERVICE_", "FLASK_"))}
     env["SERVICE_MODEL_STORE"] = str(store)
-    return subprocess.run(
-        [str(FLASK), "--app", "wsgi", "models", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_in_repo([str(FLASK), "--app", "wsgi", "models", *args], env)
 
 
 def test_real_command_lists_the_store_named_by_the_environment(store_path: Path) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from service.config import ConfigError, Settings, process_settings, share_metrics_dir
-from tests.servers import REPO_ROOT
+from tests.servers import run_in_repo
 
 
 def test_defaults() -> None:
@@ -133,15 +132,7 @@ def test_the_server_and_the_app_it_loads_share_one_settings_object(demo_store_pa
         if not key.startswith("SERVICE_") and key not in {"HOST", "PORT", "PROMETHEUS_MULTIPROC_DIR"}
     }
     env.update(SERVICE_MODEL_STORE=str(demo_store_path), PORT="9123", SERVICE_WORKERS="1")
-    result = subprocess.run(
-        [sys.executable, "-c", SERVER_START],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_in_repo([sys.executable, "-c", SERVER_START], env)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.splitlines()[-1])
     assert seen["shared"] is True
