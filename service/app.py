@@ -63,7 +63,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     store = ModelStore(settings.model_store)
     registry = load_registry(
-        store, settings.models, settings.model_versions, strict_versions=settings.strict_versions
+        store,
+        settings.models,
+        settings.model_versions,
+        strict_versions=settings.strict_versions,
+        range_policy=settings.range_policy,
     )
     request_ids.init_app(app)
     recorded = metrics.init_app(app, registry.entries())

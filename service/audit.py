@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ class _Batch:
     inputs: np.ndarray
     prediction: Prediction
     row_numbers: np.ndarray | None  # each row's index within its request; None: 0, 1, 2...
+    flags: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # warnings by position
 
     @property
     def rows(self) -> int:
@@ -105,6 +106,7 @@ class PredictionAuditLog(Observer):
             outcome.matrix,
             outcome.prediction,
             row_numbers=outcome.rows,
+            flags=outcome.flags,
         )
 
     def record(
@@ -117,14 +119,18 @@ class PredictionAuditLog(Observer):
         prediction: Prediction,
         *,
         row_numbers: np.ndarray | None = None,
+        flags: dict[int, dict[str, list[str]]] | None = None,
     ) -> None:
         """Queue predicted rows of one request; waits while the writer is too far behind.
 
         ``row_numbers``: each row's index within its request (rows of one request
-        may be recorded in several parts); by default 0, 1, 2...
+        may be recorded in several parts); by default 0, 1, 2... ``flags``: the
+        warnings of flagged rows (by position in ``inputs``), marked in their lines.
         """
         now = datetime.now(UTC).isoformat(timespec="microseconds")
-        batch = _Batch(now, request_id, model, version, features, inputs, prediction, row_numbers)
+        batch = _Batch(
+            now, request_id, model, version, features, inputs, prediction, row_numbers, flags or {}
+        )
         with self._changed:
             self._ensure_writer()
             if self._closed:
@@ -255,6 +261,9 @@ def _lines(batch: _Batch, start: int, end: int) -> bytes:
         }
         if rows is not None:
             entry["probabilities"] = dict(zip(labels, rows[offset], strict=True))
+        flagged = batch.flags.get(start + offset)
+        if flagged is not None:
+            entry["warnings"] = flagged
         lines.append(_dumps(entry))
     lines.append(b"")
     return b"\n".join(lines)

@@ -8,6 +8,7 @@ refuses to start on one), so ``models add`` and ``models demo`` can fill it.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from sklearn.exceptions import InconsistentVersionWarning
 
 from service.errors import InvalidInput, ModelLoadError, PredictionFailed
 from service.models import ModelStore, demo
-from service.models.introspect import IntrospectionError, describe_estimator
+from service.models.introspect import IntrospectionError, adjust_features, describe_estimator
 from service.models.manifest import NAME_PATTERN
 from service.models.registry import warm_up
 from service.models.store import bounded
@@ -40,6 +41,28 @@ def _valid_name(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is not None and not NAME_PATTERN.fullmatch(value):
         raise click.BadParameter("use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return value
+
+
+def _limits(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, tuple[float | None, float | None]]:
+    """``COL=LOW:HIGH`` options as {COL: (LOW, HIGH)}; an empty LOW or HIGH is no bound."""
+    found: dict[str, tuple[float | None, float | None]] = {}
+    for value in values:
+        column, equals, bounds = value.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not (column and equals and colon):
+                raise ValueError
+            parsed = tuple(None if bound.strip() == "" else float(bound) for bound in (low, high))
+            if any(bound is not None and not math.isfinite(bound) for bound in parsed):
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: write COL=LOW:HIGH, e.g. age=0:120 or price=0:") from None
+        if parsed[0] is not None and parsed[1] is not None and parsed[0] > parsed[1]:
+            raise click.BadParameter(f"{value!r}: LOW must not exceed HIGH")
+        found[column.strip()] = (parsed[0], parsed[1])
+    return found
 
 
 @models.command("list")
@@ -80,6 +103,27 @@ def list_models() -> None:
 )
 @click.option("--target", help="Column of the sample that holds true labels/values: measures metrics.")
 @click.option("--description", help="One line about the model.")
+@click.option(
+    "--nullable",
+    multiple=True,
+    metavar="COL",
+    help="Accept a missing value for this feature (repeatable); found from the sample and estimator.",
+)
+@click.option(
+    "--not-nullable",
+    multiple=True,
+    metavar="COL",
+    help="Refuse a missing value for this feature (repeatable).",
+)
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="COL=LOW:HIGH",
+    callback=_limits,
+    help="Hard limits for a numeric feature (repeatable; LOW or HIGH may be left out): values outside "
+    "are refused. Observed ranges only flag.",
+)
 def add_model(
     path: Path,
     name: str,
@@ -87,6 +131,9 @@ def add_model(
     sample: Path | None,
     target: str | None,
     description: str | None,
+    nullable: tuple[str, ...],
+    not_nullable: tuple[str, ...],
+    limits: dict[str, tuple[float | None, float | None]],
 ) -> None:
     """Copy a joblib/pickle file into the store and write its manifest.
 
@@ -122,6 +169,7 @@ def add_model(
             dataset={"sample": sample.name, "rows": len(frame)} if sample else {},
             trained_at=datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds"),
         )
+        manifest = adjust_features(manifest, nullable=nullable, not_nullable=not_nullable, limits=limits)
         directory = store.add(path, manifest)
     except (IntrospectionError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None

@@ -79,6 +79,17 @@ def _version_pins(raw: str) -> dict[str, str]:
     return pins
 
 
+# How values outside the range seen in training are treated (service.models.rules).
+RANGE_POLICIES = ("flag", "reject")
+
+
+def _range_policy(raw: str) -> str:
+    policy = raw.strip().lower()
+    if policy not in RANGE_POLICIES:
+        raise ValueError(f"must be one of {', '.join(RANGE_POLICIES)}")
+    return policy
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -96,6 +107,9 @@ class Settings:
     model_versions: Mapping[str, str] = field(default_factory=dict)
     default_model: str = "iris"
     strict_versions: bool = False
+    # "flag": a value outside the range seen in training is served with a
+    # warning; "reject": it is refused (service.models.rules).
+    range_policy: str = "flag"
 
     # Request limits: a few MiB of JSON is thousands of rows, far more than an
     # interactive caller sends, yet small enough that one request cannot pin a worker.
@@ -162,6 +176,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MODEL_VERSIONS": ("model_versions", _version_pins),
     "SERVICE_DEFAULT_MODEL": ("default_model", str.strip),
     "SERVICE_STRICT_VERSIONS": ("strict_versions", _boolean),
+    "SERVICE_RANGE_POLICY": ("range_policy", _range_policy),
     "SERVICE_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "SERVICE_MAX_BATCH_ROWS": ("max_batch_rows", _positive_int),
     "HOST": ("host", str.strip),

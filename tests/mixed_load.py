@@ -103,13 +103,13 @@ def load_plan(store: Path, prefix: str, seed: int) -> list[Sent]:
         rows = stored_model_rows(store, "diabetes", rng, 3)
         as_lists = [[row[name] for name in diabetes_names] for row in rows]
         prediction("/v1/models/diabetes/predict/batch", batch, "diabetes", as_lists, rows, many=True)
-    for _ in range(15):  # a 2-row batch with one row out of range: 2 invalid rows
+    for _ in range(15):  # a 2-row batch with one row not a number: 2 invalid rows
         rows = stored_model_rows(store, "iris", rng, 2)
-        rows[1]["petal_length"] = 1000.0
+        rows[1]["petal_length"] = "x"
         prediction("/v1/models/iris/predict/batch", batch, "iris", rows, rows, True, 422, "invalid-input")
     for _ in range(10):
         rows = stored_model_rows(store, "diabetes", rng, 1)
-        rows[0]["age"] = 1000
+        rows[0]["age"] = 40.5  # age is a whole number
         prediction("/v1/models/diabetes/predict", one, "diabetes", rows[0], rows, False, 422, "invalid-input")
     for _ in range(15):
         [row] = stored_model_rows(store, "iris", rng, 1)

@@ -15,9 +15,9 @@ from service.models.rules import RuleSet
 
 
 class JsonValidator:
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, policy: str = "flag") -> None:
         self.manifest = manifest
-        self.rules = RuleSet(manifest)
+        self.rules = RuleSet(manifest, policy)
 
     def validate_one(self, row: Any) -> np.ndarray:
         """One row, as ``{"features": row}`` sends it: errors keyed by field."""

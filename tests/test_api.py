@@ -323,8 +323,6 @@ def test_nan_and_infinity_are_422_naming_the_field(client: FlaskClient, token: s
         ({"sepal_length": True}, "sepal_length", "Not a valid number."),
         ({"sepal_length": None}, "sepal_length", "Field may not be null."),
         ({"sepal_length": [5.1]}, "sepal_length", "Not a valid number."),
-        ({"petal_length": 100.0}, "petal_length", "less than or equal to"),
-        ({"petal_width": -1}, "petal_width", "greater than or equal to"),
         ({"sepal_colour": 1.0}, "sepal_colour", "Unknown field."),
     ],
 )

@@ -168,7 +168,7 @@ def test_audit_log_has_one_line_per_predicted_row(audited: tuple[Flask, Path], d
 
     # Refused requests first: none of them writes a line.
     truncated = json.dumps(SETOSA)[:-3]
-    one_invalid = [SETOSA, {**SETOSA, "petal_length": -1}]
+    one_invalid = [SETOSA, {**SETOSA, "petal_length": "x"}]
     assert post(client, "/v1/models/iris/predict/batch", one_invalid).status_code == 422
     assert client.post("/predict", data=truncated, content_type=JSON).status_code == 400
     assert post(client, "/v1/models/nope/predict", SETOSA).status_code == 404
@@ -238,7 +238,7 @@ def test_audit_log_is_not_written_for_refused_requests(
 ) -> None:
     app, audit_path = audited
     client = app.test_client()
-    assert post(client, "/v1/models/iris/predict", {**SETOSA, "petal_length": 1000.0}).status_code == 422
+    assert post(client, "/v1/models/iris/predict", {**SETOSA, "petal_length": "x"}).status_code == 422
     assert post(client, "/v1/models/iris/predict/batch", [SETOSA, None]).status_code in {400, 422}
     assert post(client, "/v1/models/nope/predict", SETOSA).status_code == 404
     app.extensions["service"].audit.close()

@@ -189,7 +189,11 @@ def test_added_churn_model_predicts_over_http(
             for name, probability in probabilities.items():
                 assert answer["probabilities"][name] == pytest.approx(probability, rel=0, abs=1e-12)
 
+    # The encoder ignores categories it never saw: one is predicted, with a warning.
     response = client.post("/v1/models/churn/predict", json={**rows[0], "contract": "weekly"})
+    assert response.status_code == 200
+    assert list(response.get_json()["warnings"]) == ["contract"]
+    response = client.post("/v1/models/churn/predict", json={**rows[0], "contract": 12})
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
     problem = response.get_json()
@@ -209,7 +213,12 @@ def test_add_without_sample_takes_categories_from_the_encoder(
     assert list(features) == FEATURES
     assert features["tenure"]["type"] == "float"
     assert features["monthly_charges"]["type"] == "float"
-    assert features["contract"] == {"name": "contract", "type": "category", "categories": CONTRACTS}
+    assert features["contract"] == {
+        "name": "contract",
+        "type": "category",
+        "categories": CONTRACTS,
+        "accepts_unknown": True,  # handle_unknown="ignore"
+    }
     assert manifest["classes"] == ["no", "yes"]
     assert manifest["metrics"] == {}
 

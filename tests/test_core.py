@@ -65,7 +65,7 @@ def test_a_strict_part_with_a_bad_row_is_refused_whole(iris: LoadedModel) -> Non
     recorder = Recorder()
     core = PredictionCore([recorder])
     with pytest.raises(InvalidInput) as caught, core.request(iris, "r2") as scoring:
-        scoring.score(JsonRows([SETOSA, [5.1, 3.5, 1.4, -1e9]]))
+        scoring.score(JsonRows([SETOSA, [5.1, 3.5, 1.4, "wide"]]))
     assert caught.value.errors == {"1": {"petal_width": [caught.value.errors["1"]["petal_width"][0]]}}
     [outcome] = recorder.outcomes
     assert (outcome.invalid, outcome.prediction, outcome.rows.tolist()) == (2, None, [])

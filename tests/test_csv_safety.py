@@ -90,8 +90,8 @@ def test_rows_with_the_wrong_number_of_cells_are_defused_too(client: FlaskClient
     _, *rows = answer_rows(post_csv(client, text))
     assert rows[1][:5] == ["'=1+1", *GOOD_ROW.split(",")]  # cut to the header's width
     assert rows[2][:5] == ["'-x", "", "", "", ""]  # padded with empty cells
-    assert rows[1][-1] == "line 3: The row has 6 cells; the header has 5."
-    assert rows[2][-1] == "line 4: The row has 1 cell; the header has 5."
+    assert rows[1][-2] == "line 3: The row has 6 cells; the header has 5."
+    assert rows[2][-2] == "line 4: The row has 1 cell; the header has 5."
 
 
 def test_class_labels_that_start_a_formula_are_defused(make_app: Any, tmp_path: Path) -> None:
@@ -142,9 +142,9 @@ def test_the_default_limit_is_a_thousand_columns(client: FlaskClient) -> None:
     assert "1001 columns; at most 1000" in body["detail"]
     good = f"1,{GOOD_ROW}" + ",a" * 995
     header, *rows = answer_rows(post_csv(client, IRIS_HEADER + ",x" * 995 + f"\n{good}\n2\n"))
-    assert len(header) == 1000 + 5 and all(len(row) == len(header) for row in rows)
-    assert rows[0][1000] == "setosa" and rows[0][-1] == ""
-    assert rows[1][:2] == ["2", ""] and rows[1][-1] == "line 3: The row has 1 cell; the header has 1000."
+    assert len(header) == 1000 + 6 and all(len(row) == len(header) for row in rows)
+    assert rows[0][1000] == "setosa" and rows[0][-2] == ""
+    assert rows[1][:2] == ["2", ""] and rows[1][-2] == "line 3: The row has 1 cell; the header has 1000."
 
 
 def test_ragged_rows_under_a_wide_header_are_answered_up_to_a_limit(
@@ -160,9 +160,10 @@ def test_ragged_rows_under_a_wide_header_are_answered_up_to_a_limit(
     assert len(lines) == 1 + 100 + csv_scoring.MAX_RAGGED_ROWS + 1 and lines[-1] == ""
     assert all(",setosa," in line for line in lines[1:101])
     error = f"The row has 1 cell; the header has {width}."
-    # 1 cell padded to the header's width, then 4 empty outputs (prediction, probabilities), the error.
-    assert lines[101] == "1" + "," * (width - 1) + ",,,,," + f"line 102: {error}"
-    assert all(line.endswith(error) for line in lines[101:-1])
+    # 1 cell padded to the header's width, then 4 empty outputs (prediction, probabilities), the
+    # error, no warnings.
+    assert lines[101] == "1" + "," * (width - 1) + ",,,,," + f"line 102: {error},"
+    assert all(line.endswith(f"{error},") for line in lines[101:-1])
 
     one_more = f"{header}\n" + f"{good}\n" * 100 + "1\n" * (csv_scoring.MAX_RAGGED_ROWS + 1)
     body = problem(post_csv(client, one_more), 422)
@@ -185,6 +186,6 @@ def test_an_error_cell_names_at_most_a_hundred_fields(make_app: Any, tmp_path: P
     assert len(body["errors"]["line 3"]) == 100 and body["errors_omitted"] == 50
     rows = [good] * 10_000 + [bad]  # the bad row after the first chunk: answered in its error cell
     *_, last = answer_rows(post_csv(client, ",".join(features) + "\n" + "\n".join(rows) + "\n", "wide"))
-    error = last[-1]
+    error = last[-2]
     assert error.startswith("line 10002: f0: Not a valid number.; f1: ")
     assert error.count("Not a valid number.") == 100 and error.endswith("; and 50 more fields")

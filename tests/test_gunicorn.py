@@ -243,12 +243,12 @@ def mixed_calls(models: dict[str, InProcessModel], seed: int = 7) -> list[Call]:
         )
         calls.append(
             problem_call(
-                "out of range",
+                "not a number",
                 "POST",
                 "/v1/models/iris/predict",
                 422,
                 "invalid-input",
-                data=json.dumps({**row, "petal_length": 1000.0}).encode(),
+                data=json.dumps({**row, "petal_length": "x"}).encode(),
                 error_keys=("petal_length",),
             )
         )

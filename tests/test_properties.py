@@ -23,6 +23,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from service.app import create_app
+from service.config import Settings
 from service.errors import ROW_ERROR_KEY, InvalidInput
 from service.models.manifest import Feature, Manifest
 from tests.rows import JsonValidator, manifest_of, with_features
@@ -286,7 +289,7 @@ MIXED = manifest_of(
 # Without the category the matrix is float64: the other branch of JsonValidator.
 NUMERIC = manifest_of("numeric", *MIXED.features[:3], *MIXED.features[4:])
 GOOD = {"size": 2.5, "free": -1e300, "count": 3, "plan": "pro", "active": True}
-VALIDATORS = {manifest.name: JsonValidator(manifest) for manifest in (MIXED, NUMERIC)}
+VALIDATORS = {manifest.name: JsonValidator(manifest, "reject") for manifest in (MIXED, NUMERIC)}
 CASES = [(manifest.name, feature.name) for manifest in (MIXED, NUMERIC) for feature in manifest.features]
 
 
@@ -421,6 +424,15 @@ ROUTES = {
     "/v1/models/diabetes/predict/batch": ("diabetes", True),
 }
 IRIS_ROUTES = [route for route, (model, _) in ROUTES.items() if model == "iris"]
+
+
+@pytest.fixture(scope="module")
+def app(demo_store_path: Path) -> Flask:
+    """The demo models under the reject range policy: the oracle below holds values to the
+    manifest's ranges (tests/test_rules_agree.py covers the default policy)."""
+    built = create_app(Settings(model_store=demo_store_path, range_policy="reject"))
+    built.config["TESTING"] = True
+    return built
 
 
 @pytest.fixture(scope="module")

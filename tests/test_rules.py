@@ -13,8 +13,8 @@ from tests.rows import JsonValidator, manifest_of, with_features
 
 MANIFEST = manifest_of(
     "mixed",
-    Feature("size", "float", min=0.0, max=10.0),
-    Feature("count", "int", min=1, max=5),
+    Feature("size", "float", min=0.0, max=10.0, limits=(0.0, 10.0)),
+    Feature("count", "int", min=1, max=5, limits=(1, 5)),
     Feature("plan", "category", categories=("basic", "pro")),
     Feature("active", "bool"),
     Feature("free", "float"),

@@ -33,39 +33,56 @@ from service.app import create_app
 from service.config import Settings
 from service.models.manifest import Feature
 from service.models.rules import RuleSet
-from service.models.text_cells import check_cells
+from service.models.text_cells import MISSING_MARKERS, check_cells
 from tests.helpers import edit_manifest, store_model
 from tests.rows import JsonValidator, manifest_of, with_features
 
 CATEGORIES = ["red", "green, or teal", 'say "blue"', "line\nbreak", "=1+1", "ünï"]
 FEATURES = [
-    Feature("size", "float", min=-1.5, max=1e300),
-    Feature("count", "int", min=0, max=2.0**53),
+    # Observed ranges narrower than the limits: values between them are served and flagged.
+    Feature("size", "float", min=-1.0, max=1.0, limits=(-1.5, 1e300)),
+    Feature("count", "int", min=0, max=2.0**53, limits=(0, 2.0**53)),
     Feature("big", "int"),
     Feature("flag", "bool"),
     Feature("colour", "category", categories=tuple(CATEGORIES)),
+    Feature("maybe", "float", min=0.0, max=3.0, nullable=True),
+    Feature("toggle", "bool", nullable=True),
+    Feature("shade", "category", categories=("light", "dark"), nullable=True, accepts_unknown=True),
 ]
 NAMES = [feature.name for feature in FEATURES]
 MANIFEST = manifest_of("every", *FEATURES, task="classification")
+POLICIES = ("flag", "reject")
+
+
+def manifest_features() -> list[dict[str, Any]]:
+    return [
+        {key: value for key, value in vars(feature).items() if value is not None}
+        | ({"categories": list(feature.categories)} if feature.categories else {})
+        | ({"limits": dict(zip(("min", "max"), feature.limits, strict=True))} if feature.limits else {})
+        for feature in FEATURES
+    ]
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> FlaskClient:
+def clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FlaskClient]:
+    """One app per range policy, over the same store."""
     root = tmp_path_factory.mktemp("rules_store")
     frame = pd.DataFrame({"size": [0.5, 1.0], "count": [1, 2], "big": [3, 4], "flag": [True, False],
-                          "colour": ["red", "red"]})  # fmt: skip
+                          "colour": ["red", "red"], "maybe": [1.0, 2.0], "toggle": [True, False],
+                          "shade": ["light", "dark"]})  # fmt: skip
     directory = store_model(root, DummyClassifier().fit(frame, ["a", "b"]), "every", "1", sample=frame)
-    edit_manifest(
-        directory,
-        features=[
-            {key: value for key, value in vars(feature).items() if value is not None}
-            | ({"categories": list(feature.categories)} if feature.categories else {})
-            for feature in FEATURES
-        ],
-    )
-    app: Flask = create_app(Settings(model_store=root))
-    app.config["TESTING"] = True
-    return app.test_client()
+    edit_manifest(directory, features=manifest_features())
+    built = {}
+    for policy in POLICIES:
+        app: Flask = create_app(Settings(model_store=root, range_policy=policy))
+        app.config["TESTING"] = True
+        built[policy] = app.test_client()
+    return built
+
+
+@pytest.fixture(scope="module")
+def client(clients: dict[str, FlaskClient]) -> FlaskClient:
+    return clients["flag"]
 
 
 NUMBERS = st.one_of(
@@ -79,17 +96,23 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), min_si
 
 def values_for(feature: Feature) -> st.SearchStrategy[Any]:
     if feature.type == "bool":
-        return st.booleans()
-    if feature.type == "category":
-        return st.one_of(st.sampled_from(CATEGORIES), TEXT)
-    return NUMBERS
+        found = st.booleans()
+    elif feature.type == "category":
+        text = TEXT.filter(lambda value: not feature.nullable or value not in MISSING_MARKERS)
+        found = st.one_of(st.sampled_from(feature.categories or ()), text)
+    else:
+        found = NUMBERS
+    return st.one_of(found, st.none()) if feature.nullable else found
 
 
 ROW = st.fixed_dictionaries({feature.name: values_for(feature) for feature in FEATURES})
+MISSING = {feature.name: None for feature in FEATURES if feature.nullable}
 
 
 def cell(value: Any) -> str:
-    """A JSON value as a CSV cell: booleans as true/false, numbers as JSON writes them."""
+    """A JSON value as a CSV cell: booleans as true/false, numbers as JSON writes them, null empty."""
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -97,18 +120,27 @@ def cell(value: Any) -> str:
     return json.dumps(value)
 
 
-def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    response = client.post("/v1/models/every/predict", json={"instances": rows})
+Verdict = tuple[set[tuple[int, str]], set[tuple[int, str]]]  # (errors, warnings) by (row, field)
+
+
+def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
+    # A missing value is sent as null in even rows and left out in odd ones: both mean missing.
+    sent = [
+        {name: value for name, value in row.items() if value is not None or index % 2 == 0}
+        for index, row in enumerate(rows)
+    ]
+    response = client.post("/v1/models/every/predict", json={"instances": sent})
     if response.status_code == 200:
         assert len(response.get_json()["predictions"]) == len(rows)
-        return set()
+        warned = response.get_json().get("warnings", {})
+        return set(), {(int(index), field) for index, fields in warned.items() for field in fields}
     assert response.status_code == 422, response.get_json()
     return {
         (int(index), field) for index, fields in response.get_json()["errors"].items() for field in fields
-    }
+    }, set()
 
 
-def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
     lines, line = [], 2  # the header is line 1; a quoted cell may hold line breaks
     text = ",".join(NAMES) + "\n"
     for row in rows:
@@ -121,35 +153,64 @@ def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[in
     if response.status_code == 200:
         answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
         assert len(answer) == len(rows) and all(record["error"] == "" for record in answer)
-        return set()
+        return set(), {
+            (index, part.split(": ", 1)[0])
+            for index, record in enumerate(answer)
+            if record["warnings"]
+            for part in record["warnings"].split("; ")
+        }
     assert response.status_code == 422, response.get_json()
     errors = response.get_json()["errors"]
     index = {f"line {line}": row for row, line in enumerate(lines)}
-    return {(index[line], field) for line, fields in errors.items() for field in fields}
+    return {(index[line], field) for line, fields in errors.items() for field in fields}, set()
 
 
-def schema_verdict(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    schema = RuleSet(MANIFEST).row_schema()
+def schema_verdict(rows: list[dict[str, Any]], policy: str) -> Verdict:
+    """The errors by the row schema; the warnings as the manifest says, written out here."""
+    schema = RuleSet(MANIFEST, policy).row_schema()
     found = set()
     for index, row in enumerate(rows):
         try:
             schema.load(row)
         except ValidationError as error:
             found |= {(index, field) for field in error.normalized_messages()}
-    return found
+    if found or policy == "reject":
+        return found, set()
+    flagged = set()
+    for index, row in enumerate(rows):
+        for feature in FEATURES:
+            value = row[feature.name]
+            if value is None or feature.type == "bool":
+                continue
+            if feature.type == "category":
+                outside = feature.accepts_unknown and value not in (feature.categories or ())
+            else:
+                outside = not (feature.min is None or value >= feature.min) or not (
+                    feature.max is None or value <= feature.max
+                )
+            if outside:
+                flagged.add((index, feature.name))
+    return found, flagged
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(ROW, min_size=1, max_size=3))
-@example(rows=[{"size": 0.5, "count": 2**53 + 1, "big": 2**63, "flag": True, "colour": "red"}])
-@example(rows=[{"size": -0.0, "count": -0.0, "big": -(2**53) - 1, "flag": False, "colour": "line\nbreak"}])
-@example(rows=[{"size": 1.5e300, "count": 2.5, "big": 1e300, "flag": True, "colour": "green"}])
-def test_json_csv_and_schema_accept_and_refuse_the_same_rows(
-    client: FlaskClient, rows: list[dict[str, Any]]
+@example(rows=[{**MISSING, "size": 0.5, "count": 2**53 + 1, "big": 2**63, "flag": True, "colour": "red"}])
+@example(
+    rows=[
+        {**MISSING, "size": -0.0, "count": -0.0, "big": -(2**53) - 1, "flag": False, "colour": "line\nbreak"}
+    ]
+)
+@example(rows=[{**MISSING, "size": 1.5e300, "count": 2.5, "big": 1e300, "flag": True, "colour": "green"}])
+@example(rows=[{"size": 1.2, "count": 1, "big": 1, "flag": True, "colour": "red", "maybe": 4.0,
+                "toggle": True, "shade": "grey"}] * 2)  # fmt: skip
+def test_json_csv_and_schema_accept_refuse_and_flag_the_same_rows(
+    clients: dict[str, FlaskClient], rows: list[dict[str, Any]]
 ) -> None:
-    expected = schema_verdict(rows)
-    assert json_verdict(client, rows) == expected
-    assert csv_verdict(client, rows) == expected
+    for policy, client in clients.items():
+        expected = schema_verdict(rows, policy)
+        assert json_verdict(client, rows) == expected, policy
+        assert csv_verdict(client, rows) == expected, policy
 
 
 def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClient) -> None:
@@ -157,7 +218,7 @@ def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClien
     header = ",".join(NAMES)
     over = client.post(
         "/v1/models/every/predict/csv",
-        data=f"{header}\n0.5,{2**53 + 1},1,true,red\n".encode(),
+        data=f"{header}\n0.5,{2**53 + 1},1,true,red,,,\n".encode(),
         content_type="text/csv",
     )
     assert over.status_code == 422
@@ -168,7 +229,7 @@ def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClien
     }
     at = client.post(
         "/v1/models/every/predict/csv",
-        data=f"{header}\n0.5,{2**53},1,true,red\n".encode(),
+        data=f"{header}\n0.5,{2**53},1,true,red,,,\n".encode(),
         content_type="text/csv",
     )
     assert at.status_code == 200

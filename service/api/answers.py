@@ -101,6 +101,12 @@ def _probabilities_schema(model: LoadedModel) -> type[Schema]:
     )
 
 
+_WARNINGS = (
+    "Only when a value was predicted although the model saw none like it: outside the "
+    "training data's range, or a category it never saw that its encoder takes."
+)
+
+
 def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     """(single-row answer, several-rows answer) for one model."""
     common: dict[str, fields.Field] = {
@@ -110,6 +116,16 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     single: dict[str, fields.Field] = {**common, "prediction": _label_field(model)}
     single["prediction"].required = True
     many: dict[str, fields.Field] = {**common, "predictions": fields.List(_label_field(model), required=True)}
+    single["warnings"] = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": _WARNINGS + " By feature."},
+    )
+    many["warnings"] = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.List(fields.String())),
+        metadata={"description": _WARNINGS + " By row index, then feature."},
+    )
     if model.has_probabilities:
         probabilities = _probabilities_schema(model)
         single["probabilities"] = fields.Nested(probabilities, required=True)

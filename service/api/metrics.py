@@ -13,6 +13,7 @@ methods, status codes, model names and versions, problem types.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
@@ -70,6 +71,13 @@ class ServiceMetrics(Observer):
         self.predictions = Counter(
             "predictions", "Rows predicted or refused.", ["model", "version", "outcome"], **common
         )
+        self.flagged_values = Counter(
+            "flagged_values",
+            "Values served with a warning (outside the training data's range, an unseen category), "
+            "by model and feature.",
+            ["model", "feature"],
+            **common,
+        )
         self.prediction_duration = Histogram(
             "prediction_duration_seconds",
             "Time of the model call alone, per request.",
@@ -108,6 +116,10 @@ class ServiceMetrics(Observer):
         if outcome.prediction is not None:
             self.prediction_duration.labels(model.name).observe(outcome.seconds)
             self.predictions.labels(model.name, model.version, "success").inc(len(outcome.rows))
+        if outcome.flags:
+            flagged = Tally(name for found in outcome.flags.values() for name in found)
+            for feature, count in flagged.items():
+                self.flagged_values.labels(model.name, feature).inc(count)
 
     def finished(self, model: LoadedModel, rows: int) -> None:
         self.rows_per_request.labels(model.name).observe(rows)

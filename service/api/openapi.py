@@ -29,6 +29,7 @@ from service.api.answers import ProblemSchema, prediction_schemas
 from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
 from service.models import LoadedModel
+from service.models.rules import observed_range
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -228,8 +229,12 @@ class _ModelParts:
         properties = spec.components.schemas[row_name]["properties"]
         for feature in model.manifest.features:
             # The row schema also validates, and knows nothing of Markdown: escape here.
-            if feature.description:
-                properties[feature.name]["description"] = literal_markdown(feature.description)
+            notes = [literal_markdown(feature.description)] if feature.description else []
+            seen = observed_range(feature)
+            if model.rules.policy == "flag" and seen:
+                notes.append(f"In training: {seen}; a value outside is predicted, with a warning.")
+            if notes:
+                properties[feature.name]["description"] = " ".join(notes)
         feature_names = model.manifest.feature_names
         in_order = literal_markdown(", ".join(feature_names))
         spec.components.schema(

@@ -87,7 +87,15 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     )
     with current.core.request(model, g.request_id) as scoring:
         scored = scoring.score(rows)
-    return render_prediction(model, scored.prediction, many=rows.many)
+    answer = render_prediction(model, scored.prediction, many=rows.many)
+    if scored.warnings:
+        # Values served although outside what the model saw: said beside the answer.
+        answer["warnings"] = (
+            {str(index): found for index, found in scored.warnings.items()}
+            if rows.many
+            else scored.warnings[0]
+        )
+    return answer
 
 
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:

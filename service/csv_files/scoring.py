@@ -178,12 +178,17 @@ class Scorer:
             )
 
     def answer(self, chunk: Chunk, scored: Scored) -> str:
-        """The chunk's lines of the answer: each row as sent, its outputs (empty if invalid), its error."""
+        """The chunk's lines of the answer: each row as sent, its outputs (empty if invalid), its error,
+        its warnings."""
         outputs = self._outputs(scored)
         messages = [""] * len(chunk.texts)
         for index, fields in scored.errors.items():
             messages[index] = error_text(int(chunk.rows.lines[index]), fields)
-        return LINE_BREAK.join(map(",".join, zip(chunk.texts, *outputs, messages, strict=True))) + LINE_BREAK
+        warnings = [""] * len(chunk.texts)
+        for index, fields in scored.warnings.items():
+            warnings[index] = safe_cell(fields_text(fields))
+        lines = zip(chunk.texts, *outputs, messages, warnings, strict=True)
+        return LINE_BREAK.join(map(",".join, lines)) + LINE_BREAK
 
     def _outputs(self, scored: Scored) -> list[list[str]]:
         """The output columns as text: the prediction, then each class's probability."""
@@ -210,7 +215,7 @@ class Scorer:
         names = ["prediction"]
         if self.model.has_probabilities:
             names += [f"probability_{label}" for label in probability_keys(self._classes)]
-        return ",".join([header, *map(quote, names), "error"])
+        return ",".join([header, *map(quote, names), "error", "warnings"])
 
 
 def _rows_at(items: list[str], indexes: np.ndarray) -> list[str]:
@@ -249,13 +254,18 @@ def _spread(values: list[str], at: np.ndarray, rows: int) -> list[str]:
 
 def error_text(line: int, fields: dict[str, list[str]]) -> str:
     """A row's faults for its ``error`` cell: at most ``MAX_LISTED_ERRORS`` fields, then how many more."""
+    return safe_cell(f"line {line}: " + fields_text(fields))
+
+
+def fields_text(fields: dict[str, list[str]]) -> str:
+    """Messages by field as one line: at most ``MAX_LISTED_ERRORS`` fields, then how many more."""
     parts = [
         " ".join(messages) if field == ROW_ERROR_KEY else f"{field}: {' '.join(messages)}"
         for field, messages in itertools.islice(fields.items(), MAX_LISTED_ERRORS)
     ]
     if len(fields) > MAX_LISTED_ERRORS:
         parts.append(f"and {len(fields) - MAX_LISTED_ERRORS} more fields")
-    return safe_cell(f"line {line}: " + "; ".join(parts))
+    return "; ".join(parts)
 
 
 def _delimiter_hint(header: list[str]) -> str:

@@ -6,8 +6,10 @@ does the same steps for all of them:
 
 1. judge the rows with the model's rule set (``Rows.check``);
 2. refuse the request (strict) or set the bad rows aside (partial);
-3. predict the valid rows in one vectorised call;
-4. tell the observers (metrics, the audit log) what happened, each predicted
+3. flag the valid rows' values that the rule set serves with a warning
+   (outside the training data's range, an unseen category);
+4. predict the valid rows in one vectorised call;
+5. tell the observers (metrics, the audit log) what happened, each predicted
    row by its index within the whole request.
 
 A request may hand its rows over in several parts (a CSV file, chunk by chunk):
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
@@ -55,6 +57,7 @@ class Outcome:
     invalid: int  # rows refused
     failed: int  # valid rows the model failed on
     seconds: float  # the model call alone
+    flags: RowErrors = field(default_factory=dict)  # warnings by position in ``rows``
 
 
 class Observer:
@@ -73,6 +76,7 @@ class Scored:
 
     checked: Checked
     prediction: Prediction | None  # for the rows where ``checked.valid``, in order; None if none is
+    warnings: RowErrors = field(default_factory=dict)  # by row index within the part, like errors
 
     @property
     def valid(self) -> np.ndarray:
@@ -117,21 +121,112 @@ class PredictionRequest:
             self._tell(Outcome(self.model, self.request_id, _NONE, None, None, count, 0, 0.0))
             raise rows.refuse(checked.errors)
         invalid = len(checked.errors)
-        predicted = np.flatnonzero(checked.valid) + first
-        if not len(predicted):
+        valid = np.flatnonzero(checked.valid)
+        if not len(valid):
             self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, 0, 0.0))
             return Scored(checked, None)
+        flags = self.model.rules.flags(checked.matrix)
         started = time.perf_counter()
         try:
             prediction = self.model.predict(checked.matrix)
         except PredictionFailed:
-            self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, len(predicted), 0.0))
-            raise
+            if not flags:
+                self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, len(valid), 0.0))
+                raise
+            return self._without_flagged(rows, checked, flags, first, partial=partial)
         seconds = time.perf_counter() - started
         self._tell(
-            Outcome(self.model, self.request_id, predicted, checked.matrix, prediction, invalid, 0, seconds)
+            Outcome(
+                self.model,
+                self.request_id,
+                valid + first,
+                checked.matrix,
+                prediction,
+                invalid,
+                0,
+                seconds,
+                flags,
+            )
         )
-        return Scored(checked, prediction)
+        warnings = {int(valid[position]): found for position, found in flags.items()} if flags else {}
+        return Scored(checked, prediction, warnings)
+
+    def _without_flagged(
+        self, rows: Rows, checked: Checked, flags: RowErrors, first: int, *, partial: bool
+    ) -> Scored:
+        """The model failed on rows some of whose values lie outside its training data.
+
+        The flagged rows it cannot score are found by halving (within a budget of
+        model calls; past it, the rest are taken as unscorable). Those become the
+        client's errors, refused like any bad value, and the other rows are
+        answered. If the model fails on rows it has no reason to, the fault is its
+        own (``PredictionFailed``).
+        """
+        valid = np.flatnonzero(checked.valid)
+        budget = [MAX_SEARCH_CALLS]
+        failing = self._failing(checked.matrix, sorted(flags), budget)
+        keep = np.ones(len(valid), dtype=bool)
+        keep[failing] = False
+        errors = dict(checked.errors)
+        for position in failing:
+            errors[int(valid[position])] = {
+                name: self.model.rules.unscorable[name] for name in flags[position]
+            }
+        errors = dict(sorted(errors.items()))
+        matrix = checked.matrix[keep]
+        prediction, seconds = None, 0.0
+        if len(matrix):
+            started = time.perf_counter()
+            try:
+                prediction = self.model.predict(matrix)
+            except PredictionFailed:
+                self._tell(
+                    Outcome(
+                        self.model, self.request_id, _NONE, None, None, len(checked.errors), len(valid), 0.0
+                    )
+                )
+                raise
+            seconds = time.perf_counter() - started
+        if not partial:
+            self._tell(Outcome(self.model, self.request_id, _NONE, None, None, len(checked.valid), 0, 0.0))
+            raise rows.refuse(errors)
+        kept = np.flatnonzero(keep)
+        still = {
+            int(np.searchsorted(kept, position)): found for position, found in flags.items() if keep[position]
+        }
+        self._tell(
+            Outcome(
+                self.model,
+                self.request_id,
+                valid[keep] + first if prediction is not None else _NONE,
+                matrix if prediction is not None else None,
+                prediction,
+                len(errors),
+                0,
+                seconds,
+                still,
+            )
+        )
+        warnings = {int(valid[kept[position]]): found for position, found in still.items()}
+        return Scored(Checked.partly(len(checked.valid), matrix, errors), prediction, warnings)
+
+    def _failing(self, matrix: np.ndarray, positions: list[int], budget: list[int]) -> list[int]:
+        """Which rows of ``matrix`` at ``positions`` the model fails on, found by halving."""
+        if not positions:
+            return []
+        if budget[0] <= 0:
+            return positions
+        budget[0] -= 1
+        try:
+            self.model.predict(matrix[positions])
+        except PredictionFailed:
+            if len(positions) == 1:
+                return positions
+            middle = len(positions) // 2
+            return self._failing(matrix, positions[:middle], budget) + self._failing(
+                matrix, positions[middle:], budget
+            )
+        return []
 
     def close(self) -> None:
         for observer in self._observers:
@@ -151,6 +246,8 @@ class PredictionRequest:
 
 
 _NONE = np.empty(0, dtype=np.intp)
+# Model calls spent, at most, finding which flagged rows a model cannot score.
+MAX_SEARCH_CALLS = 64
 
 
 def validated(rules: RuleSet, rows: Rows) -> np.ndarray:

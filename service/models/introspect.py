@@ -7,8 +7,9 @@ tell (types, ranges, typical values) comes from an optional sample of rows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +17,9 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 from sklearn.base import is_classifier, is_regressor
-from sklearn.compose import ColumnTransformer
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
+from service.models.estimator_inputs import encoded_columns, nullable_columns
 from service.models.manifest import Artifact, Feature, Manifest
 from service.models.versions import runtime_versions
 
@@ -93,35 +92,66 @@ def feature_from_series(
     )
 
 
-def _steps(estimator: Any) -> Iterator[Any]:
-    """Every estimator nested in pipelines and column transformers."""
-    yield estimator
-    if isinstance(estimator, Pipeline):
-        for _, step in estimator.steps:
-            yield from _steps(step)
-    elif isinstance(estimator, ColumnTransformer):
-        for _, transformer, _ in getattr(estimator, "transformers_", []):
-            yield from _steps(transformer)
-
-
-def encoded_categories(estimator: Any) -> dict[str, tuple[str, ...]]:
-    """Columns that a fitted ColumnTransformer encodes as string categories."""
-    found: dict[str, tuple[str, ...]] = {}
-    for step in _steps(estimator):
-        if not isinstance(step, ColumnTransformer):
-            continue
-        for _, transformer, columns in getattr(step, "transformers_", []):
-            encoder = next(
-                (s for s in _steps(transformer) if isinstance(s, (OneHotEncoder, OrdinalEncoder))),
-                None,
-            )
-            if encoder is None or not all(isinstance(c, str) for c in np.atleast_1d(columns)):
-                continue
-            for column, categories in zip(np.atleast_1d(columns), encoder.categories_, strict=True):
-                labels = [plain(c) for c in categories if not (isinstance(c, float) and math.isnan(c))]
-                if labels and all(isinstance(c, str) for c in labels):
-                    found[str(column)] = tuple(labels)
+def with_input_handling(
+    features: list[Feature], estimator: Any, sample: pd.DataFrame | None
+) -> list[Feature]:
+    """``features`` with what the fitted estimator says of them: the categories its encoders
+    learned (and whether they take unknown ones), which columns take missing values."""
+    names = [feature.name for feature in features]
+    encoded = encoded_columns(estimator)
+    nullable = nullable_columns(estimator, names)
+    if sample is not None:
+        nullable |= {name for name in names if sample[name].isna().any()}
+    found = []
+    for feature in features:
+        changes: dict[str, Any] = {}
+        column = encoded.get(feature.name)
+        if column is not None and feature.type == "category":
+            changes["categories"] = column.categories
+            changes["accepts_unknown"] = column.accepts_unknown
+            if column.missing_value is not None:
+                changes["missing_value"] = column.missing_value
+            if feature.typical not in column.categories and not column.accepts_unknown:
+                changes["typical"] = None
+        if feature.name in nullable:
+            changes["nullable"] = True
+        found.append(dataclasses.replace(feature, **changes) if changes else feature)
     return found
+
+
+def adjust_features(
+    manifest: Manifest,
+    *,
+    nullable: Sequence[str] = (),
+    not_nullable: Sequence[str] = (),
+    limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> Manifest:
+    """``manifest`` with the features' nullability and hard limits set by hand."""
+    limits = limits or {}
+    by_name = {feature.name: feature for feature in manifest.features}
+    unknown = [name for name in [*nullable, *not_nullable, *limits] if name not in by_name]
+    if unknown:
+        raise IntrospectionError(
+            f"the model has no feature {unknown[0]!r}; its features are {', '.join(by_name)}"
+        )
+    both = set(nullable) & set(not_nullable)
+    if both:
+        raise IntrospectionError(f"{sorted(both)[0]!r} cannot be both nullable and not nullable")
+    features = []
+    for feature in manifest.features:
+        changes: dict[str, Any] = {}
+        if feature.name in nullable:
+            changes["nullable"] = True
+        if feature.name in not_nullable:
+            changes["nullable"] = False
+        if feature.name in limits:
+            if not feature.is_numeric:
+                raise IntrospectionError(
+                    f"{feature.name!r} is a {feature.type} feature: only numbers have limits"
+                )
+            changes["limits"] = limits[feature.name]
+        features.append(dataclasses.replace(feature, **changes) if changes else feature)
+    return dataclasses.replace(manifest, features=tuple(features))
 
 
 def task_of(estimator: Any) -> str:
@@ -205,11 +235,12 @@ def describe_estimator(
         if labels is not None and metrics is None:
             metrics = sample_metrics(estimator, task, sample, labels)
     else:
-        categories = encoded_categories(estimator)
+        categories = {name: column.categories for name, column in encoded_columns(estimator).items()}
         features = [
             Feature(n, "category", categories=categories[n]) if n in categories else Feature(n, "float")
             for n in names
         ]
+    features = with_input_handling(features, estimator, sample)
     classes = tuple(plain(c) for c in estimator.classes_) if task == "classification" else None
     return Manifest(
         name=name,

@@ -24,6 +24,7 @@ from service.errors import ROW_ERROR_KEY, InvalidInput, listing
 from service.models.rules import Checked, RowErrors, RuleSet
 
 _NUMBERS = frozenset({int, float})
+_NUMBERS_OR_NULL = frozenset({int, float, type(None)})
 NOT_A_ROW = "A row must be an object of named features or a list of values in manifest order."
 
 
@@ -139,13 +140,14 @@ def _table(rules: RuleSet, rows: Sequence[Any]) -> list[Any] | None:
 
 def _numbers(rules: RuleSet, table: list[Any]) -> np.ndarray | list[int] | None:
     kinds = set(map(type, chain.from_iterable(table)))
-    if not kinds <= _NUMBERS:
+    if not kinds <= _NUMBERS_OR_NULL:
         return None
     try:
-        values = np.array(table, dtype=np.float64)
+        values = np.array(table, dtype=np.float64)  # null becomes NaN: JSON has no NaN of its own
     except OverflowError:  # an integer no float can hold: the exact rules word it
         return None
-    passes = rules.numbers_pass(values, exact_below=int in kinds).all(axis=1)
+    missing = np.isnan(values) if type(None) in kinds else None
+    passes = rules.numbers_pass(values, exact_below=int in kinds, missing=missing).all(axis=1)
     if not passes.all():
         return np.flatnonzero(~passes).tolist()
     return rules.assemble(values, len(table))
@@ -158,23 +160,29 @@ def _columns(rules: RuleSet, table: list[Any]) -> np.ndarray | list[int] | None:
     columns: list[Any] = []
     for index, (feature, column) in enumerate(zip(rules.features, zip(*table, strict=True), strict=True)):
         kinds = set(map(type, column))
+        # A null is judged here only where the feature is nullable; elsewhere
+        # the exact rules word why it fails.
+        null = {type(None)} if feature.nullable else set()
         if feature.type == "category":
-            if kinds != {str}:
+            if not kinds <= {str} | null:
                 return None
             passes &= rules.category_passes(index, column)
             columns.append(column)
         elif feature.type == "bool":
-            if kinds != {bool}:
+            if not kinds <= {bool} | null:
                 return None
             columns.append(column)
         else:
-            if not kinds <= _NUMBERS:
+            if not kinds <= _NUMBERS | null:
                 return None
             try:
                 values = np.array(column, dtype=np.float64)
             except OverflowError:
                 return None
-            passes &= rules.numbers_pass(values[:, None], index, exact_below=int in kinds)[:, 0]
+            missing = np.isnan(values)[:, None] if null and type(None) in kinds else None
+            passes &= rules.numbers_pass(values[:, None], index, exact_below=int in kinds, missing=missing)[
+                :, 0
+            ]
             columns.append(values)
     if not passes.all():
         return np.flatnonzero(~passes).tolist()

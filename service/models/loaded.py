@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
 from service.errors import PredictionFailed
-from service.models.manifest import Manifest
+from service.models.manifest import Feature, Manifest
 from service.models.rules import RuleSet
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ _LABEL_IS_ARGMAX = (
 )
 
 _FRAME_DTYPES = {"float": "float64", "int": "int64", "bool": "bool", "category": "object"}
+_NULLABLE_FRAME_DTYPES = {**_FRAME_DTYPES, "int": "float64", "bool": "object"}
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,13 @@ class LoadedModel:
     estimator: Any
     warnings: tuple[str, ...] = ()
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+    range_policy: str = "flag"
 
     def __post_init__(self) -> None:
         # Compiled once: every front end judges rows by these rules.
-        self.rules = RuleSet(self.manifest)
+        self.rules = RuleSet(self.manifest, self.range_policy)
+        # Missing values reach the model as NaN: let scikit-learn see them.
+        self._assume_finite = not self.rules.nullable
         # An estimator fitted on a DataFrame checks column names at predict time
         # (a ColumnTransformer selects columns by name), so it gets a DataFrame.
         self._wants_frame = hasattr(self.estimator, "feature_names_in_")
@@ -120,7 +124,7 @@ class LoadedModel:
             # Every value was checked finite before it got here, so scikit-learn
             # need not scan the matrix again (a tenth of a small request's time);
             # what the model makes of it is checked below.
-            with _ESTIMATOR_LOCK, config_context(assume_finite=True):
+            with _ESTIMATOR_LOCK, config_context(assume_finite=self._assume_finite):
                 probabilities = (
                     np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
                     if self._has_probabilities
@@ -158,16 +162,18 @@ class LoadedModel:
             return matrix
         return pd.DataFrame(
             {
-                feature.name: _frame_column(matrix[:, column], feature.type)
+                feature.name: _frame_column(matrix[:, column], feature)
                 for column, feature in enumerate(self.manifest.features)
             },
             columns=names,
         )
 
 
-def _frame_column(values: np.ndarray, kind: str) -> np.ndarray:
+def _frame_column(values: np.ndarray, feature: Feature) -> np.ndarray:
+    # A column that may hold a missing value (NaN) cannot be int64 or bool.
+    dtypes = _NULLABLE_FRAME_DTYPES if feature.nullable else _FRAME_DTYPES
     try:
-        return values.astype(_FRAME_DTYPES[kind])
+        return values.astype(dtypes[feature.type])
     except OverflowError:
         # An integer beyond int64 is valid (the model computes in floats): it goes as a float.
         return values.astype(np.float64)

@@ -7,6 +7,7 @@ it is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from marshmallow import (
     fields,
     post_dump,
     post_load,
+    pre_dump,
     validate,
     validates_schema,
 )
@@ -30,6 +32,10 @@ from marshmallow import (
 MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
 FEATURE_TYPES = ("float", "int", "category", "bool")
+# How a missing value of a category feature reaches the model: as the fitted
+# encoder saw missing values in training (pandas reads them as NaN; a frame
+# built by hand may hold None).
+MISSING_VALUES = ("nan", "none")
 TASKS = ("classification", "regression")
 # Names become URL path segments and directory names: keep them boring. Match
 # it with ``fullmatch`` only: ``$`` also matches before a final newline, so
@@ -87,6 +93,16 @@ class Feature:
     description: str | None = None
     unit: str | None = None
     typical: Any = None  # a typical value from the training data
+    # A missing value (JSON null, an omitted feature, an empty CSV cell) is
+    # passed to the model as ``missing_value`` instead of being refused.
+    nullable: bool = False
+    missing_value: str = "nan"
+    # Declared hard limits (low, high; either may be None). ``min``..``max`` is
+    # only the range observed in training: values outside it are served and flagged.
+    limits: tuple[float | None, float | None] | None = None
+    # A category feature whose fitted encoder handles categories it never saw:
+    # an unseen one is served and flagged instead of refused.
+    accepts_unknown: bool = False
 
     @property
     def is_numeric(self) -> bool:
@@ -160,6 +176,22 @@ class _ArtifactSchema(Schema):
         return Artifact(**data)
 
 
+class _LimitsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    min = fields.Float(load_default=None, allow_none=True)
+    max = fields.Float(load_default=None, allow_none=True)
+
+    @post_dump
+    def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {key: value for key, value in data.items() if value is not None}
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> tuple[float | None, float | None]:
+        return (data["min"], data["max"])
+
+
 class FeatureSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -172,6 +204,17 @@ class FeatureSchema(Schema):
     description = fields.String(load_default=None, allow_none=True)
     unit = fields.String(load_default=None, allow_none=True)
     typical = fields.Raw(load_default=None, allow_none=True)
+    nullable = fields.Boolean(load_default=False)
+    missing_value = fields.String(load_default="nan", validate=validate.OneOf(MISSING_VALUES))
+    limits = fields.Nested(_LimitsSchema, load_default=None, allow_none=True)
+    accepts_unknown = fields.Boolean(load_default=False)
+
+    @pre_dump
+    def _limits_as_object(self, feature: Feature, **_: Any) -> dict[str, Any]:
+        found = dataclasses.asdict(feature)
+        if feature.limits is not None:
+            found["limits"] = dict(zip(("min", "max"), feature.limits, strict=True))
+        return found
 
     @validates_schema
     def _check_consistency(self, data: dict[str, Any], **_: Any) -> None:
@@ -188,6 +231,18 @@ class FeatureSchema(Schema):
         low, high = data.get("min"), data.get("max")
         if low is not None and high is not None and low > high:
             raise ValidationError("min must not exceed max", "min")
+        limits = data.get("limits")
+        if limits is not None:
+            if kind not in ("float", "int"):
+                raise ValidationError(f"a {kind} feature has no limits", "limits")
+            if limits[0] is not None and limits[1] is not None and limits[0] > limits[1]:
+                raise ValidationError("min must not exceed max", "limits")
+        if data.get("accepts_unknown") and kind != "category":
+            raise ValidationError("only category features have unknown categories", "accepts_unknown")
+        if data.get("missing_value", "nan") != "nan" and kind != "category":
+            raise ValidationError(
+                "only category features choose how a missing value is passed", "missing_value"
+            )
 
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -195,6 +250,12 @@ class FeatureSchema(Schema):
             for key, to_int in (("min", math.ceil), ("max", math.floor)):
                 if data.get(key) is not None:
                     data[key] = to_int(data[key])
+                if (data.get("limits") or {}).get(key) is not None:
+                    data["limits"][key] = to_int(data["limits"][key])
+        # The defaults are left out, so a manifest says only what is particular.
+        for key, default in (("nullable", False), ("missing_value", "nan"), ("accepts_unknown", False)):
+            if data.get(key) == default:
+                del data[key]
         return {key: value for key, value in data.items() if value is not None}
 
     @post_load

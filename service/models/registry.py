@@ -77,7 +77,7 @@ def warm_up(model: LoadedModel) -> Prediction:
 
 
 def load_served_model(
-    store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool
+    store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool, range_policy: str = "flag"
 ) -> ServedModel:
     """Load, check and warm up one model; a failure is logged and returned, not raised.
 
@@ -88,7 +88,7 @@ def load_served_model(
     started = time.perf_counter()
     try:
         version = store.resolve(name, pinned)
-        model = store.load(name, version, strict_versions=strict_versions)
+        model = store.load(name, version, strict_versions=strict_versions, range_policy=range_policy)
         try:
             warm_up(model)
         except InvalidInput as error:
@@ -119,6 +119,7 @@ def load_registry(
     pins: Mapping[str, str] | None = None,
     *,
     strict_versions: bool = False,
+    range_policy: str = "flag",
 ) -> ModelRegistry:
     """Load every configured model (all in the store when ``names`` is empty)."""
     pins = pins or {}
@@ -131,6 +132,9 @@ def load_registry(
     # every native pool single-threaded until the workers exist.
     with threadpool_limits(limits=1):
         served = [
-            load_served_model(store, name, pins.get(name), strict_versions=strict_versions) for name in names
+            load_served_model(
+                store, name, pins.get(name), strict_versions=strict_versions, range_policy=range_policy
+            )
+            for name in names
         ]
     return ModelRegistry(served)

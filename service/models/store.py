@@ -155,7 +155,9 @@ class ModelStore:
             )
         return manifest
 
-    def load(self, name: str, version: str, *, strict_versions: bool = False) -> LoadedModel:
+    def load(
+        self, name: str, version: str, *, strict_versions: bool = False, range_policy: str = "flag"
+    ) -> LoadedModel:
         """Verify, unpickle and check one model version; raises ``ModelLoadError``."""
         manifest = self.manifest(name, version)
         mismatches = version_mismatches(manifest.trained_with)
@@ -192,7 +194,9 @@ class ModelStore:
             log.warning("model %s version %s: %s", name, version, note)
 
         _check_estimator(manifest, estimator)
-        return LoadedModel(manifest=manifest, estimator=estimator, warnings=tuple(notes))
+        return LoadedModel(
+            manifest=manifest, estimator=estimator, warnings=tuple(notes), range_policy=range_policy
+        )
 
     def _version_directory(self, name: str, version: str) -> Path:
         """``ROOT/NAME/VERSION``; raises ``ManifestError`` if a link takes it out of the store."""

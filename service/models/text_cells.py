@@ -8,7 +8,10 @@ value (``service.models.rules``), whole columns at once:
   as a JSON integer is, so one beyond 2**53 is compared with the bounds exactly;
 - ``bool``: ``true``/``false`` in any case, or ``1``/``0``;
 - ``category``: the text itself;
-- an empty cell is a missing value, always an error.
+- a missing value: passed to the model where the feature is nullable, an error
+  elsewhere. An empty cell is one; for a nullable feature, so are the texts that
+  pandas reads as missing (``NA``, ``N/A``, ``NaN``, ``null``...; see
+  ``MISSING_MARKERS``), unless the text is one of the feature's categories.
 
 Only the cells that fail are looked at one by one, to word their messages with
 the rule set's exact rules: a CSV cell and a JSON value that break the same rule
@@ -28,6 +31,11 @@ from service.errors import ROW_ERROR_KEY, InvalidInput
 from service.models.rules import Checked, RowErrors, RuleSet
 
 MISSING_VALUE = "Missing value: the cell is empty."
+# What pandas.read_csv takes as a missing value by default, save the exotic ones:
+# files written by R or pandas spell missing values so.
+MISSING_MARKERS = frozenset(
+    {"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "null", "NULL", "None", "<NA>", "#N/A"}
+)
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 # An integer as JSON writes one: read exactly, not through a float.
@@ -81,14 +89,25 @@ def check_cells(rules: RuleSet, cells: np.ndarray) -> Checked:
     bad_cells: list[tuple[int, np.ndarray]] = []
     for index, feature in enumerate(rules.features):
         column = cells[:, index]
+        empty = _missing(column, feature.categories) if feature.nullable else None
+        missing = empty is not None and empty.any()
         if feature.type == "category":
+            if missing:
+                column = column.copy()
+                column[empty] = None  # the rule set's missing value
             values, ok = column, rules.category_passes(index, column)
+            if not feature.nullable and feature.accepts_unknown:
+                ok &= column != ""  # an empty cell is a missing value, never an unknown category
         elif feature.type == "bool":
             lowered = np.strings.lower(column.astype(np.dtypes.StringDType()))
             values = (lowered == _TRUE[0]) | (lowered == _TRUE[1])
             ok = values | (lowered == _FALSE[0]) | (lowered == _FALSE[1])
+            if missing:
+                values = values.astype(object)
+                values[empty] = None
+                ok |= empty
         else:
-            values, ok = _numbers(rules, index, column)
+            values, ok = _numbers(rules, index, column, empty if missing else None)
         columns.append(values)
         if not ok.all():
             valid &= ok
@@ -106,10 +125,28 @@ def check_cells(rules: RuleSet, cells: np.ndarray) -> Checked:
     return Checked(valid, rules.assemble(kept, int(valid.sum())), errors)
 
 
-def _numbers(rules: RuleSet, index: int, column: np.ndarray) -> tuple[Any, np.ndarray]:
-    """(values, passes) for a numeric feature's cells: one vectorised reading and judgement."""
+def _missing(column: np.ndarray, categories: tuple[str, ...] | None) -> np.ndarray:
+    """Which cells of a nullable feature are missing values (a category keeps its own names)."""
+    markers = MISSING_MARKERS.difference(categories) if categories else MISSING_MARKERS
+    return np.fromiter(map(markers.__contains__, column), dtype=bool, count=len(column))
+
+
+def _numbers(
+    rules: RuleSet, index: int, column: np.ndarray, empty: np.ndarray | None
+) -> tuple[Any, np.ndarray]:
+    """(values, passes) for a numeric feature's cells: one vectorised reading and judgement.
+
+    ``empty`` marks the missing values of a nullable feature: they become NaN.
+    Elsewhere a cell that reads as NaN is refused.
+    """
+    if empty is not None:  # read as NaN in the one vectorised conversion
+        column = column.copy()
+        column[empty] = "nan"
     values, parsed = _parse_floats(column)
-    ok = parsed & rules.numbers_pass(values[:, None], index)[:, 0]
+    if empty is None:
+        ok = parsed & rules.numbers_pass(values[:, None], index)[:, 0]
+    else:
+        ok = (parsed | empty) & rules.numbers_pass(values[:, None], index, missing=empty[:, None])[:, 0]
     # Values at or beyond 2**53 are judged exactly: an integer cell by its exact
     # value, as a JSON integer is; anything else as the float it reads as.
     large = np.flatnonzero(parsed & ~ok & np.isfinite(values) & (np.abs(values) >= 2.0**53))

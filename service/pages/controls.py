@@ -63,12 +63,16 @@ def control(index: int, feature: Feature) -> dict[str, Any]:
         "type": feature.type,
         "description": feature.description,
         "unit": feature.unit,
+        "nullable": feature.nullable,  # the control offers an empty choice, sent as null
     }
     if feature.type == "category":
         control.update(kind="select", options=list(feature.categories or ()), value=str(value))
         return control
     if feature.type == "bool":
-        control.update(kind="checkbox", checked=bool(value))
+        if feature.nullable:  # a checkbox cannot say "missing": three choices
+            control.update(kind="select", options=["true", "false"], value="true" if value else "false")
+        else:
+            control.update(kind="checkbox", checked=bool(value))
         return control
     low, high = feature.min, feature.max
     if feature.type == "int":

@@ -108,8 +108,11 @@
   function valueOf(field) {
     var input = control(field);
     var type = field.dataset.type;
+    if (field.dataset.nullable === "true" && input.value.trim() === "") {
+      return null; // a missing value, which this feature accepts
+    }
     if (type === "bool") {
-      return input.checked;
+      return input.type === "checkbox" ? input.checked : input.value === "true";
     }
     if (type === "category") {
       return input.value;
@@ -272,8 +275,21 @@
   function clearErrors() {
     fields.forEach(function (field) {
       showFieldError(field, null);
+      showText(field.querySelector(".field-warning"), null);
     });
     showText(formError, null);
+  }
+
+  /* Values the model was given although it saw none like them: a note under each field. */
+  function showWarnings(warnings) {
+    Object.keys(warnings || {}).forEach(function (name) {
+      var field = fields.find(function (candidate) {
+        return candidate.dataset.name === name;
+      });
+      if (field) {
+        showText(field.querySelector(".field-warning"), messages(warnings[name]));
+      }
+    });
   }
 
   /* The answer has come: the result is no longer pending but STATE ("is-stale", "is-failed"). */
@@ -284,6 +300,7 @@
 
   function showAnswer(answer, elapsed, serverSeconds) {
     clearErrors();
+    showWarnings(answer.warnings);
     result.classList.remove("is-pending", "is-stale", "is-failed");
     resultStatus.textContent = modelName + " predicts";
     var prediction = answer.prediction;
