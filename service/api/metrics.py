@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, current_app, g, request
 from flask.wrappers import Response
 from prometheus_client import (
@@ -70,6 +71,12 @@ class ServiceMetrics(Observer):
         self.predictions = Counter(
             "predictions", "Rows predicted or refused.", ["model", "version", "outcome"], **common
         )
+        self.outliers = Counter(
+            "predicted_outliers",
+            "Rows an outlier detector answered with -1 (an outlier): a rising share is drift to look at.",
+            ["model", "version"],
+            **common,
+        )
         self.prediction_duration = Histogram(
             "prediction_duration_seconds",
             "Time of the model call alone, per request.",
@@ -108,6 +115,9 @@ class ServiceMetrics(Observer):
         if outcome.prediction is not None:
             self.prediction_duration.labels(model.name).observe(outcome.seconds)
             self.predictions.labels(model.name, model.version, "success").inc(len(outcome.rows))
+            if model.has_scores:
+                flagged = int(np.count_nonzero(outcome.prediction.values == -1))
+                self.outliers.labels(model.name, model.version).inc(flagged)
 
     def finished(self, model: LoadedModel, rows: int) -> None:
         self.rows_per_request.labels(model.name).observe(rows)

@@ -62,14 +62,14 @@ def task_of(estimator: Any) -> str:
             "or clusterer, so it has no prediction to serve."
         )
     if not hasattr(estimator, "predict"):
-        kind = {"outlier_detection": "outlier detector", "clustering": "clusterer"}.get(task, "model")
+        kind = {"outlier_detection": "an outlier detector", "clustering": "a clusterer"}.get(task, "a model")
         hint = (
             " (fit LocalOutlierFactor with novelty=True to score new rows)"
             if isinstance(final_step(estimator), LocalOutlierFactor)
             else ""
         )
         raise IntrospectionError(
-            f"{_shown(estimator)} is a {kind} without predict(): it labels only the rows it was "
+            f"{_shown(estimator)} is {kind} without predict(): it labels only the rows it was "
             f"fitted on, so it cannot answer new rows{hint}."
         )
     for method in _NEEDS.get(task, ()):
