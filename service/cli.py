@@ -60,7 +60,7 @@ def list_models() -> None:
             try:
                 manifest = store.manifest(name, version)
                 summary = (
-                    f"{manifest.task:<14} {len(manifest.features):>3} features  "
+                    f"{manifest.task:<17} {len(manifest.features):>3} features  "
                     f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
                 )
             except ModelLoadError as error:
