@@ -162,7 +162,7 @@ def _target_columns(target: str | Sequence[str] | None, sample: pd.DataFrame | N
     if target is None or sample is None:
         return []
     if isinstance(target, str):
-        target = [target] if sample is not None and target in sample.columns else target.split(",")
+        target = [target] if target in sample.columns else target.split(",")
     names = [name.strip() for name in target]
     if len(set(names)) != len(names):
         raise IntrospectionError(f"the target columns {', '.join(names)} name a column more than once")
