@@ -66,9 +66,11 @@ class _Batch:
     @property
     def values(self) -> int:
         """Input and output values held: what the batch costs in memory."""
-        probabilities = self.prediction.probabilities
-        width = len(self.features) + 1 + (probabilities.shape[1] if probabilities is not None else 0)
-        return self.rows * width
+        prediction = self.prediction
+        outputs = prediction.values.size // max(self.rows, 1)
+        probabilities = prediction.probabilities.shape[1] if prediction.probabilities is not None else 0
+        scores = 1 if prediction.scores is not None else 0
+        return self.rows * (len(self.features) + outputs + probabilities + scores)
 
 
 class PredictionAuditLog(Observer):
@@ -241,9 +243,12 @@ def _lines(batch: _Batch, start: int, end: int) -> bytes:
     """The JSON lines of rows ``start`` to ``end`` of one batch."""
     prediction = batch.prediction
     values = prediction.values[start:end].tolist()
+    if prediction.targets is not None:  # several outputs: each row's values by target name
+        values = [dict(zip(prediction.targets, row, strict=True)) for row in values]
     probabilities = prediction.probabilities
     rows = probabilities[start:end].tolist() if probabilities is not None else None
-    labels = probability_keys(prediction.classes or ())
+    labels = probability_keys(prediction.classes or ()) if probabilities is not None else []
+    scores = prediction.scores[start:end].tolist() if prediction.scores is not None else None
     common = {
         "time": batch.time,
         "request_id": batch.request_id,
@@ -264,6 +269,8 @@ def _lines(batch: _Batch, start: int, end: int) -> bytes:
         flagged = batch.flags.get(start + offset)
         if flagged is not None:
             entry["warnings"] = flagged
+        if scores is not None:
+            entry["score"] = scores[offset]
         lines.append(_dumps(entry))
     lines.append(b"")
     return b"\n".join(lines)

@@ -19,6 +19,7 @@ import joblib
 import pandas as pd
 from flask import Flask
 from flask.cli import AppGroup
+from marshmallow import ValidationError
 from sklearn.exceptions import InconsistentVersionWarning
 
 from service.errors import InvalidInput, ModelLoadError, PredictionFailed
@@ -82,7 +83,7 @@ def list_models() -> None:
             try:
                 manifest = store.manifest(name, version)
                 summary = (
-                    f"{manifest.task:<14} {len(manifest.features):>3} features  "
+                    f"{manifest.task:<17} {len(manifest.features):>3} features  "
                     f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
                 )
             except ModelLoadError as error:
@@ -101,7 +102,11 @@ def list_models() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV of typical input rows: gives feature types, ranges, categories.",
 )
-@click.option("--target", help="Column of the sample that holds true labels/values: measures metrics.")
+@click.option(
+    "--target",
+    help="Column of the sample that holds true labels/values: measures metrics. A multi-output model: "
+    "one column per output, comma-separated (a,b), which also name its targets.",
+)
 @click.option("--description", help="One line about the model.")
 @click.option(
     "--nullable",
@@ -173,12 +178,16 @@ def add_model(
         directory = store.add(path, manifest)
     except (IntrospectionError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    except ValidationError as error:
+        raise click.ClickException(f"its manifest would be invalid: {error.messages}") from None
     problem = _verify(store, name, version)
     if problem:
         store.remove(name, version)
         raise click.ClickException(f"the stored model failed its check and was removed: {problem}")
+    outputs = f", {manifest.outputs} targets" if manifest.targets else ""
     click.echo(
-        f"added {name} version {version} ({manifest.task}, {len(manifest.features)} features) to {directory}"
+        f"added {name} version {version} ({manifest.task}{outputs}, {len(manifest.features)} features) "
+        f"to {directory}"
     )
 
 

@@ -305,7 +305,10 @@ def test_add_refuses_a_transformer(make_app: Callable[..., Flask], empty_store: 
     joblib.dump(StandardScaler().fit(np.arange(12.0).reshape(6, 2)), scaler)
     result = invoke(make_app(model_store=empty_store), "add", str(scaler), "--name", "scaler")
     assert result.exit_code == 1
-    assert "StandardScaler is neither a classifier nor a regressor" in result.output
+    assert (
+        "StandardScaler is a transformer that is not a classifier, regressor, outlier detector or "
+        "clusterer, so it has no prediction to serve." in result.output
+    )
     assert store_tree(empty_store) == []
 
 

@@ -78,7 +78,12 @@ def test_manifest_that_is_not_json(store_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"task": "clustering"}, "task"),
+        ({"task": "ranking"}, "task"),
+        ({"task": "clustering"}, "classes"),
+        ({"targets": ["species"]}, "targets"),
+        ({"targets": ["a", "a"]}, "targets"),
+        ({"targets": ["a", "b"]}, "classes"),
+        ({"targets": ["a", "b"], "classes": [["x", "y"], [1.5]]}, "classes"),
         ({"features": []}, "features"),
         ({"artifact": {"file": "../../etc/passwd", "sha256": "0" * 64}}, "file"),
         ({"classes": None}, "classes"),

@@ -7,6 +7,8 @@ described here, and tests check every answer against them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from service.models import LoadedModel
@@ -82,13 +84,42 @@ def metadata_schema() -> ModelMetadataSchema:
     )
 
 
-def _label_field(model: LoadedModel) -> fields.Field:
-    manifest = model.manifest
-    if manifest.task == "regression":
-        return fields.Float(metadata={"description": "The predicted value."})
+def _value_field(task: str, classes: tuple[Any, ...] | None, **options: Any) -> fields.Field:
+    """One predicted value of a task: a class among ``classes``, a number, 1 or -1, a cluster index."""
+    if task == "regression":
+        return fields.Float(metadata={"description": "The predicted value."}, **options)
+    if task == "outlier_detection":
+        return fields.Integer(
+            validate=validate.OneOf([1, -1]),
+            metadata={"description": "1 for an inlier, -1 for an outlier (scikit-learn's convention)."},
+            **options,
+        )
+    if task == "clustering":
+        return fields.Integer(
+            validate=validate.Range(min=0), metadata={"description": "The cluster's index."}, **options
+        )
     return fields.Raw(
-        validate=validate.OneOf(manifest.classes), metadata={"description": "The predicted class."}
+        validate=validate.OneOf(classes or ()), metadata={"description": "The predicted class."}, **options
     )
+
+
+def _targets_schema(model: LoadedModel) -> type[Schema]:
+    manifest = model.manifest
+    targets = manifest.targets or ()
+    classes = manifest.classes or (None,) * len(targets)
+    return Schema.from_dict(
+        {
+            target: _value_field(manifest.task, labels, required=True)
+            for target, labels in zip(targets, classes, strict=True)
+        },
+        name=f"{model.name}.Targets",
+    )
+
+
+def _label_field(model: LoadedModel, targets: type[Schema] | None) -> fields.Field:
+    if targets is None:
+        return _value_field(model.manifest.task, model.manifest.classes)
+    return fields.Nested(targets, metadata={"description": "The predicted value of each target."})
 
 
 def _probabilities_schema(model: LoadedModel) -> type[Schema]:
@@ -113,9 +144,13 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
         "model": fields.String(required=True, validate=validate.Equal(model.name)),
         "model_version": fields.String(required=True),
     }
-    single: dict[str, fields.Field] = {**common, "prediction": _label_field(model)}
+    targets = _targets_schema(model) if model.manifest.targets else None
+    single: dict[str, fields.Field] = {**common, "prediction": _label_field(model, targets)}
     single["prediction"].required = True
-    many: dict[str, fields.Field] = {**common, "predictions": fields.List(_label_field(model), required=True)}
+    many: dict[str, fields.Field] = {
+        **common,
+        "predictions": fields.List(_label_field(model, targets), required=True),
+    }
     single["warnings"] = fields.Dict(
         keys=fields.String(),
         values=fields.List(fields.String()),
@@ -130,6 +165,10 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
         probabilities = _probabilities_schema(model)
         single["probabilities"] = fields.Nested(probabilities, required=True)
         many["probabilities"] = fields.List(fields.Nested(probabilities), required=True)
+    if model.has_scores:
+        score = {"description": "The decision function: negative for an outlier, the lower the more so."}
+        single["score"] = fields.Float(required=True, metadata=score)
+        many["scores"] = fields.List(fields.Float(metadata=score), required=True)
     return (
         Schema.from_dict(single, name=f"{model.name}.Prediction"),
         Schema.from_dict(many, name=f"{model.name}.Predictions"),

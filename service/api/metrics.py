@@ -16,6 +16,7 @@ import time
 from collections import Counter as Tally
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, current_app, g, request
 from flask.wrappers import Response
 from prometheus_client import (
@@ -78,6 +79,12 @@ class ServiceMetrics(Observer):
             ["model", "feature"],
             **common,
         )
+        self.outliers = Counter(
+            "predicted_outliers",
+            "Rows an outlier detector answered with -1 (an outlier): a rising share is drift to look at.",
+            ["model", "version"],
+            **common,
+        )
         self.prediction_duration = Histogram(
             "prediction_duration_seconds",
             "Time of the model call alone, per request.",
@@ -120,6 +127,9 @@ class ServiceMetrics(Observer):
             flagged = Tally(name for found in outcome.flags.values() for name in found)
             for feature, count in flagged.items():
                 self.flagged_values.labels(model.name, feature).inc(count)
+        if outcome.prediction is not None and model.has_scores:
+            outliers = int(np.count_nonzero(outcome.prediction.values == -1))
+            self.outliers.labels(model.name, model.version).inc(outliers)
 
     def finished(self, model: LoadedModel, rows: int) -> None:
         self.rows_per_request.labels(model.name).observe(rows)

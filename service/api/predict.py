@@ -99,11 +99,19 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
 
 
 def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:
-    """The v1 JSON answer: labels or values, and per-class probabilities if any."""
+    """The v1 JSON answer: labels, values, outlier labels or clusters (an object of them per row
+    for a model with several targets), per-class probabilities if any, outlier scores."""
     answer: dict[str, Any] = {"model": model.name, "model_version": model.version}
     # Numbers (a regressor's values, integer class labels) go to orjson as the
     # array itself, written from its buffer; string labels as a list.
-    values = prediction.values if prediction.values.dtype.kind in "fiub" else prediction.values.tolist()
+    if prediction.targets is not None:
+        targets = prediction.targets
+        values: Any = [dict(zip(targets, row, strict=True)) for row in prediction.values.tolist()]
+    elif prediction.values.dtype.kind in "fiub":
+        values = prediction.values
+    else:
+        values = prediction.values.tolist()
+    scores = prediction.scores
     probabilities = None
     if prediction.probabilities is not None:
         labels = probability_keys(prediction.classes)
@@ -112,8 +120,12 @@ def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool)
         answer["predictions"] = values
         if probabilities is not None:
             answer["probabilities"] = probabilities
+        if scores is not None:
+            answer["scores"] = scores
     else:
         answer["prediction"] = values[0]
         if probabilities is not None:
             answer["probabilities"] = probabilities[0]
+        if scores is not None:
+            answer["score"] = scores[0]
     return answer

@@ -16,13 +16,13 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from service.csv_files.reading import CHUNK_BYTES, CsvReader
 from service.csv_files.spool import Spool
-from service.csv_files.text import defuse_plain_lines, is_formula, quote, safe_cell, safe_row
+from service.csv_files.text import defuse_plain_lines, is_formula, safe_cell, safe_row
 from service.errors import (
     MAX_LISTED_ERRORS,
     ROW_ERROR_KEY,
@@ -59,13 +59,17 @@ class Scorer:
     def __init__(self, model: LoadedModel, source: IO[bytes], max_columns: int) -> None:
         self.model = model
         self._reader = CsvReader(source)
-        self._classes = model.manifest.classes or ()
+        # Every label the model may answer with (of every target, for several).
+        labels = model.manifest.classes or ()
+        if model.manifest.targets is not None:
+            labels = tuple(label for target in labels for label in target)
+        self._classes = model.manifest.classes if model.has_probabilities else ()
         self._labels = {
-            label: safe_cell(text)
-            for label, text in zip(self._classes, probability_keys(self._classes), strict=True)
+            (type(label), label): safe_cell(text)
+            for label, text in zip(labels, probability_keys(labels), strict=True)
         }
         self._labels_as_they_are = all(
-            isinstance(label, str) and safe_cell(label) == label for label in self._classes
+            isinstance(label, str) and safe_cell(label) == label for label in labels
         )
         # A model with more features than the limit still takes a file of its features.
         self._max_columns = max(max_columns, len(model.manifest.features))
@@ -191,31 +195,47 @@ class Scorer:
         return LINE_BREAK.join(map(",".join, lines)) + LINE_BREAK
 
     def _outputs(self, scored: Scored) -> list[list[str]]:
-        """The output columns as text: the prediction, then each class's probability."""
-        model, prediction = self.model, scored.prediction
+        """The output columns as text: the prediction(s), each class's probability, the score."""
+        prediction = scored.prediction
         rows = len(scored.valid)
         if prediction is None:
-            return [[""] * rows for _ in range(1 + (len(self._classes) if model.has_probabilities else 0))]
+            return [[""] * rows for _ in self.output_names()]
         good = np.flatnonzero(scored.valid)
-        values = prediction.values.tolist()
-        if model.manifest.task == "regression":
-            texts = list(map(repr, values))  # the shortest text that reads back as the same float
-        elif self._labels_as_they_are:
-            texts = values
-        else:
-            texts = [self._labels.get(value) or safe_cell(str(value)) for value in values]
-        outputs = [_spread(texts, good, rows)]
-        if prediction.probabilities is not None:
-            outputs.extend(
-                _spread(list(map(repr, column.tolist())), good, rows) for column in prediction.probabilities.T
-            )
+        outputs = [
+            _spread(self._value_texts(column.tolist()), good, rows) for column in _columns(prediction.values)
+        ]
+        for numbers in (prediction.probabilities, prediction.scores):
+            for column in _columns(numbers) if numbers is not None else ():
+                # repr: the shortest text that reads back as the same float.
+                outputs.append(_spread(list(map(repr, column.tolist())), good, rows))
         return outputs
 
-    def output_header(self, header: str) -> str:
-        names = ["prediction"]
+    def _value_texts(self, values: list[Any]) -> list[str]:
+        if self.model.manifest.task == "regression":
+            return list(map(repr, values))
+        if self.model.manifest.task != "classification":
+            return list(map(str, values))  # 1 or -1, a cluster index
+        if self._labels_as_they_are:
+            return values
+        return [self._labels.get((type(value), value)) or safe_cell(str(value)) for value in values]
+
+    def output_names(self) -> list[str]:
+        """The columns added after the file's own: prediction(s), probabilities, score."""
+        manifest = self.model.manifest
+        names = [f"prediction_{target}" for target in manifest.targets or ()] or ["prediction"]
         if self.model.has_probabilities:
             names += [f"probability_{label}" for label in probability_keys(self._classes)]
-        return ",".join([header, *map(quote, names), "error", "warnings"])
+        if self.model.has_scores:
+            names.append("score")
+        return names
+
+    def output_header(self, header: str) -> str:
+        return ",".join([header, *map(safe_cell, self.output_names()), "error", "warnings"])
+
+
+def _columns(values: np.ndarray) -> list[np.ndarray]:
+    """The columns of a rows x columns array; a one-dimensional array is one column."""
+    return list(values.T) if values.ndim == 2 else [values]
 
 
 def _rows_at(items: list[str], indexes: np.ndarray) -> list[str]:

@@ -16,26 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from sklearn.base import is_classifier, is_regressor
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
 from service.models.estimator_inputs import encoded_columns, nullable_columns
 from service.models.manifest import Artifact, Feature, Manifest
+from service.models.shapes import IntrospectionError, class_labels, outputs_of, target_names, task_of
 from service.models.versions import runtime_versions
 
 # Ranges are widened by this share of the observed span on each side, so that a
 # value just past the training data is still accepted.
 RANGE_MARGIN = 0.1
 ARTIFACT_FILE = "model.joblib"
-
-
-class IntrospectionError(ValueError):
-    """The estimator (with the sample, if any) does not say enough to describe it."""
-
-
-def plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, so manifests and answers are plain JSON."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _round_out(value: float, decimals: int, *, down: bool) -> float:
@@ -154,16 +145,6 @@ def adjust_features(
     return dataclasses.replace(manifest, features=tuple(features))
 
 
-def task_of(estimator: Any) -> str:
-    if is_classifier(estimator):
-        return "classification"
-    if is_regressor(estimator):
-        return "regression"
-    raise IntrospectionError(
-        f"{type(estimator).__name__} is neither a classifier nor a regressor; only those can be served"
-    )
-
-
 def feature_names_of(estimator: Any, sample: pd.DataFrame | None) -> list[str]:
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
@@ -185,15 +166,41 @@ def feature_names_of(estimator: Any, sample: pd.DataFrame | None) -> list[str]:
     return [f"x{index}" for index in range(count)]
 
 
-def sample_metrics(estimator: Any, task: str, sample: pd.DataFrame, target: pd.Series) -> dict[str, float]:
-    rows = sample if hasattr(estimator, "feature_names_in_") else sample.to_numpy()
-    predicted = estimator.predict(rows)
+def _model_rows(estimator: Any, sample: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+    return sample if hasattr(estimator, "feature_names_in_") else sample.to_numpy()
+
+
+def sample_metrics(
+    estimator: Any, task: str, sample: pd.DataFrame, target: pd.Series | pd.DataFrame
+) -> dict[str, float]:
+    """Accuracy (classifiers: for several targets, the share of rows with every target right),
+    or R² and MAE (regressors: averaged over the targets)."""
+    predicted = estimator.predict(_model_rows(estimator, sample))
     if task == "classification":
+        if isinstance(target, pd.DataFrame):
+            right = np.asarray(predicted, dtype=object) == target.to_numpy(dtype=object)
+            return {"accuracy": float(right.all(axis=1).mean())}
         return {"accuracy": float(accuracy_score(target, predicted))}
     return {
         "r2": float(r2_score(target, predicted)),
         "mae": float(mean_absolute_error(target, predicted)),
     }
+
+
+def _target_columns(target: str | Sequence[str] | None, sample: pd.DataFrame | None) -> list[str]:
+    """The sample's target columns: ``target`` if a column has that name, else its comma-separated names."""
+    if target is None or sample is None:
+        return []
+    if isinstance(target, str):
+        target = [target] if target in sample.columns else target.split(",")
+    names = [name.strip() for name in target]
+    if len(set(names)) != len(names):
+        raise IntrospectionError(f"the target columns {', '.join(names)} name a column more than once")
+    missing = [name for name in names if name not in sample.columns]
+    if missing:
+        shown = ", ".join(map(repr, missing))
+        raise IntrospectionError(f"the sample has no target column{'s' if len(missing) > 1 else ''} {shown}")
+    return names
 
 
 def describe_estimator(
@@ -202,7 +209,7 @@ def describe_estimator(
     name: str,
     version: str,
     sample: pd.DataFrame | None = None,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     description: str | None = None,
     trained_with: dict[str, str] | None = None,
     dataset: dict[str, Any] | None = None,
@@ -212,16 +219,23 @@ def describe_estimator(
 ) -> Manifest:
     """A manifest for ``estimator``; the artifact hash is filled in when it is stored.
 
+    ``target`` names the sample's column of true values, or several (a sequence,
+    or comma-separated) for a multi-output model: they name its targets too.
     ``notes`` maps feature names to (description, unit); ``metrics``, when given,
     are recorded as they are instead of being measured on the sample.
     """
     task = task_of(estimator)
     labels = None
     notes = notes or {}
-    if sample is not None and target is not None:
-        if target not in sample.columns:
-            raise IntrospectionError(f"the sample has no target column {target!r}")
-        labels, sample = sample[target], sample.drop(columns=[target])
+    target_columns = _target_columns(target, sample)
+    if target_columns and task not in ("classification", "regression"):
+        raise IntrospectionError(
+            f"a {task.replace('_', ' ')} model has no true values to measure: --target is for "
+            "classifiers and regressors."
+        )
+    if sample is not None and target_columns:
+        labels = sample[target_columns[0]] if len(target_columns) == 1 else sample[target_columns]
+        sample = sample.drop(columns=target_columns)
     names = feature_names_of(estimator, sample)
     if sample is not None:
         sample = sample[names] if hasattr(estimator, "feature_names_in_") else sample
@@ -232,8 +246,6 @@ def describe_estimator(
             )
             for n in names
         ]
-        if labels is not None and metrics is None:
-            metrics = sample_metrics(estimator, task, sample, labels)
     else:
         categories = {name: column.categories for name, column in encoded_columns(estimator).items()}
         features = [
@@ -241,7 +253,16 @@ def describe_estimator(
             for n in names
         ]
     features = with_input_handling(features, estimator, sample)
-    classes = tuple(plain(c) for c in estimator.classes_) if task == "classification" else None
+    first = None if sample is None else _model_rows(estimator, sample.iloc[:1])
+
+    def predict_first() -> Any:
+        return estimator.predict(first)
+
+    outputs = outputs_of(estimator, task, None if first is None else predict_first)
+    targets = target_names(outputs, target_columns)
+    if labels is not None and metrics is None:
+        metrics = sample_metrics(estimator, task, sample, labels)
+    classes = class_labels(estimator, outputs) if task == "classification" else None
     return Manifest(
         name=name,
         version=version,
@@ -251,6 +272,7 @@ def describe_estimator(
         trained_with=trained_with or runtime_versions(),
         features=tuple(features),
         classes=classes,
+        targets=targets,
         metrics=metrics or {},
         trained_at=trained_at or datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=dataset or {},

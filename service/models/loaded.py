@@ -17,15 +17,17 @@ from sklearn.ensemble import (
     ExtraTreesClassifier,
     GradientBoostingClassifier,
     HistGradientBoostingClassifier,
+    IsolationForest,
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.neighbors import LocalOutlierFactor
 from sklearn.tree import DecisionTreeClassifier
 
 from service.errors import PredictionFailed
 from service.models.manifest import Feature, Manifest
 from service.models.rules import RuleSet
+from service.models.shapes import final_step
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ _LABEL_IS_ARGMAX = (
     RandomForestClassifier,
 )
 
+# Outlier detectors whose ``predict`` is -1 exactly where ``decision_function`` is
+# negative (their own code computes it so): one pass gives label and score.
+_LABEL_IS_SIGN = (IsolationForest, LocalOutlierFactor)
+
 _FRAME_DTYPES = {"float": "float64", "int": "int64", "bool": "bool", "category": "object"}
 _NULLABLE_FRAME_DTYPES = {**_FRAME_DTYPES, "int": "float64", "bool": "object"}
 
@@ -59,14 +65,19 @@ _NULLABLE_FRAME_DTYPES = {**_FRAME_DTYPES, "int": "float64", "bool": "object"}
 class Prediction:
     """The model's answer for n rows, in row order.
 
-    ``values`` holds class labels (classifiers) or numbers (regressors);
-    ``probabilities`` is n x len(classes), columns in ``classes`` order, when the
-    classifier has ``predict_proba``.
+    ``values`` holds class labels (classifiers), numbers (regressors), 1 or -1
+    (outlier detectors, -1 for an outlier) or cluster indexes (clusterers): n
+    values, or n x len(targets) for a model with several outputs.
+    ``probabilities`` is n x len(classes), columns in ``classes`` order, when a
+    one-output classifier has ``predict_proba``; ``scores`` are an outlier
+    detector's ``decision_function`` (negative for an outlier).
     """
 
     values: np.ndarray
     probabilities: np.ndarray | None = None
     classes: tuple[Any, ...] | None = None
+    scores: np.ndarray | None = None
+    targets: tuple[str, ...] | None = None
 
 
 def probability_keys(classes: tuple[Any, ...]) -> list[str]:
@@ -90,15 +101,23 @@ class LoadedModel:
         # An estimator fitted on a DataFrame checks column names at predict time
         # (a ColumnTransformer selects columns by name), so it gets a DataFrame.
         self._wants_frame = hasattr(self.estimator, "feature_names_in_")
-        self._has_probabilities = self.manifest.task == "classification" and hasattr(
-            self.estimator, "predict_proba"
+        task = self.manifest.task
+        # A multi-output classifier's predict_proba is a list, one array per target: not served.
+        self._has_probabilities = (
+            task == "classification"
+            and self.manifest.targets is None
+            and hasattr(self.estimator, "predict_proba")
         )
-        self._classes = np.asarray(getattr(self.estimator, "classes_", ()))
-        self._one_pass = (
-            self._has_probabilities
-            and self._classes.ndim == 1  # one output; a multi-output model answers with a list
-            and isinstance(_final_step(self.estimator), _LABEL_IS_ARGMAX)
+        self._has_scores = task == "outlier_detection"
+        # Only a one-output classifier's labels are taken from here (a multi-output one has a list).
+        classes = getattr(self.estimator, "classes_", ()) if self._has_probabilities else ()
+        self._classes = np.asarray(classes)
+        last = final_step(self.estimator)
+        self._one_pass = (self._has_probabilities and isinstance(last, _LABEL_IS_ARGMAX)) or (
+            self._has_scores and isinstance(last, _LABEL_IS_SIGN)
         )
+        # Label types per target, for chains that predict labels as floats (ClassifierChain).
+        self._label_dtype = _label_dtype(self.estimator) if task == "classification" else None
 
     @property
     def name(self) -> str:
@@ -111,6 +130,11 @@ class LoadedModel:
     @property
     def has_probabilities(self) -> bool:
         return self._has_probabilities
+
+    @property
+    def has_scores(self) -> bool:
+        """True for outlier detectors: each answer carries the decision function's score."""
+        return self._has_scores
 
     def predict(self, matrix: np.ndarray | pd.DataFrame) -> Prediction:
         """Predict on a validated matrix whose columns follow the manifest's order.
@@ -125,32 +149,61 @@ class LoadedModel:
             # need not scan the matrix again (a tenth of a small request's time);
             # what the model makes of it is checked below.
             with _ESTIMATOR_LOCK, config_context(assume_finite=self._assume_finite):
-                probabilities = (
-                    np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
-                    if self._has_probabilities
-                    else None
-                )
-                if self._one_pass:
+                probabilities = scores = None
+                if self._has_probabilities:
+                    probabilities = np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
+                if self._has_scores:
+                    scores = np.asarray(self.estimator.decision_function(model_input), dtype=np.float64)
+                if self._one_pass and probabilities is not None:
                     values = self._classes.take(probabilities.argmax(axis=1))
+                elif self._one_pass and scores is not None:
+                    values = np.where(scores < 0, -1, 1)
                 else:
                     values = np.asarray(self.estimator.predict(model_input))
         except Exception as error:
             raise PredictionFailed(self.name, self.version) from error
-        if probabilities is not None and not np.isfinite(probabilities).all():
+        values = self._checked(values, len(model_input), probabilities, scores)
+        return Prediction(
+            values=values,
+            probabilities=probabilities,
+            classes=self.manifest.classes,
+            scores=scores,
+            targets=self.manifest.targets,
+        )
+
+    def _checked(
+        self, values: np.ndarray, rows: int, probabilities: np.ndarray | None, scores: np.ndarray | None
+    ) -> np.ndarray:
+        """The values in the manifest's shape; PredictionFailed for an answer the service cannot give."""
+        outputs = self.manifest.outputs
+        if values.size != rows * outputs or (outputs > 1 and values.shape != (rows, outputs)):
+            shape = "x".join(map(str, values.shape))
             raise PredictionFailed(self.name, self.version) from ValueError(
-                "the classifier returned a non-finite probability"
+                f"the model answered {rows} row(s) with an array of shape {shape}; its manifest "
+                f"expects {outputs} value(s) per row"
             )
+        if outputs == 1:
+            values = values.reshape(rows)
+        for name, numbers in (("probability", probabilities), ("score", scores)):
+            if numbers is not None and not np.isfinite(numbers).all():
+                raise PredictionFailed(self.name, self.version) from ValueError(
+                    f"the model returned a non-finite {name}"
+                )
         if self.manifest.task == "regression":
-            values = values.astype(np.float64, copy=False).reshape(len(values))
+            values = values.astype(np.float64, copy=False)
             if not np.isfinite(values).all():
                 raise PredictionFailed(self.name, self.version) from ValueError(
                     "the regressor returned a non-finite value"
                 )
-        return Prediction(values=values, probabilities=probabilities, classes=self.manifest.classes)
+        elif self._label_dtype is not None and values.dtype.kind == "f":
+            labels = values.astype(self._label_dtype)
+            if np.array_equal(labels, values):
+                values = labels
+        return values
 
     @property
     def one_pass(self) -> bool:
-        """True when labels come from the probabilities, with no second pass over the model."""
+        """True when labels come from the probabilities (or scores), with no second pass over the model."""
         return self._one_pass
 
     def _model_input(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
@@ -179,7 +232,13 @@ def _frame_column(values: np.ndarray, feature: Feature) -> np.ndarray:
         return values.astype(np.float64)
 
 
-def _final_step(estimator: Any) -> Any:
-    while isinstance(estimator, Pipeline):
-        estimator = estimator[-1]
-    return estimator
+def _label_dtype(estimator: Any) -> np.dtype | None:
+    """The integer or boolean type of a classifier's labels (of every target's), if they share one."""
+    classes = getattr(estimator, "classes_", None)
+    if classes is None:
+        return None
+    kinds = {np.asarray(labels).dtype for labels in (classes if isinstance(classes, list) else [classes])}
+    if len(kinds) != 1:
+        return None
+    (kind,) = kinds
+    return kind if kind.kind in "iub" else None

@@ -36,7 +36,9 @@ FEATURE_TYPES = ("float", "int", "category", "bool")
 # encoder saw missing values in training (pandas reads them as NaN; a frame
 # built by hand may hold None).
 MISSING_VALUES = ("nan", "none")
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "outlier_detection", "clustering")
+# Tasks whose models may predict several outputs per row, each named by a target.
+MULTI_OUTPUT_TASKS = ("classification", "regression")
 # Names become URL path segments and directory names: keep them boring. Match
 # it with ``fullmatch`` only: ``$`` also matches before a final newline, so
 # ``.match`` takes 'nl\n'. The ``^...$`` form is kept for the OpenAPI document,
@@ -145,12 +147,19 @@ class Manifest:
     artifact: Artifact
     features: tuple[Feature, ...]
     trained_with: dict[str, str]
+    # One label per class; for a multi-output classifier, one tuple of labels per target.
     classes: tuple[Any, ...] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     trained_at: str | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
     description: str | None = None
+    targets: tuple[str, ...] | None = None  # the outputs' names, for a model with several
     format_version: int = FORMAT_VERSION
+
+    @property
+    def outputs(self) -> int:
+        """Values predicted per row."""
+        return len(self.targets) if self.targets else 1
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -284,6 +293,9 @@ class ManifestSchema(Schema):
     artifact = fields.Nested(_ArtifactSchema, required=True)
     trained_with = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     features = fields.List(fields.Nested(FeatureSchema), required=True, validate=validate.Length(min=1))
+    targets = fields.List(
+        fields.String(validate=validate.Length(min=1, max=200)), load_default=None, allow_none=True
+    )
     classes = fields.List(fields.Raw(), load_default=None, allow_none=True)
     metrics = fields.Dict(keys=fields.String(), values=fields.Float(), load_default=dict)
     trained_at = fields.String(load_default=None, allow_none=True)
@@ -298,27 +310,56 @@ class ManifestSchema(Schema):
             raise ValidationError(f"duplicate feature names: {', '.join(duplicates)}", "features")
         if "sklearn" not in data.get("trained_with", {}):
             raise ValidationError("must record the scikit-learn version as 'sklearn'", "trained_with")
+        targets = data.get("targets")
+        if targets is not None:
+            if data.get("task") not in MULTI_OUTPUT_TASKS:
+                raise ValidationError("only classifiers and regressors have targets", "targets")
+            if len(targets) < 2:
+                raise ValidationError("targets name two or more outputs; omit it for one", "targets")
+            if len(set(targets)) != len(targets):
+                raise ValidationError("targets must be unique", "targets")
         classes = data.get("classes")
         if data.get("task") == "classification":
-            if not classes or len(classes) < 2:
-                raise ValidationError("a classifier needs at least two class labels", "classes")
-            if any(not isinstance(label, (str, int, bool)) for label in classes):
-                raise ValidationError("class labels must be strings, integers or booleans", "classes")
+            if targets is None:
+                _check_labels(classes, minimum=2)
+            elif not isinstance(classes, list) or len(classes) != len(targets):
+                raise ValidationError(
+                    "a multi-output classifier needs one list of labels per target", "classes"
+                )
+            else:
+                # A target may have one class only: a tree fitted on a column that never varies.
+                for labels in classes:
+                    _check_labels(labels, minimum=1)
         elif classes is not None:
             raise ValidationError("only classifiers have classes", "classes")
 
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("targets") is not None and data.get("classes") is not None:
+            data["classes"] = [list(labels) for labels in data["classes"]]
         return {key: value for key, value in data.items() if value is not None}
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Manifest:
-        classes = data.pop("classes")
+        classes, targets = data.pop("classes"), data.pop("targets")
+        if classes is not None and targets is not None:
+            classes = [tuple(labels) for labels in classes]
         return Manifest(
             features=tuple(data.pop("features")),
             classes=None if classes is None else tuple(classes),
+            targets=None if targets is None else tuple(targets),
             **data,
         )
+
+
+def _check_labels(labels: Any, *, minimum: int) -> None:
+    if not isinstance(labels, list) or len(labels) < minimum:
+        raise ValidationError(
+            f"a classifier needs at least {'two class labels' if minimum == 2 else 'one class label'}",
+            "classes",
+        )
+    if any(not isinstance(label, (str, int, bool)) for label in labels):
+        raise ValidationError("class labels must be strings, integers or booleans", "classes")
 
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:

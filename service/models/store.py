@@ -38,12 +38,14 @@ from service.models.loaded import LoadedModel
 from service.models.manifest import (
     MANIFEST_FILE,
     MAX_MANIFEST_BYTES,
+    MULTI_OUTPUT_TASKS,
     NAME_PATTERN,
     Manifest,
     ManifestLimitExceeded,
     decode_manifest,
     write_manifest,
 )
+from service.models.shapes import declared_outputs
 from service.models.store_files import LEAVES_STORE, Refused, inside, read_regular, subdirectories
 from service.models.versions import version_key, version_mismatches
 
@@ -264,12 +266,32 @@ def _check_estimator(manifest: Manifest, estimator: Any) -> None:
             name, version, f"the model expects {n_in} features, the manifest lists {len(manifest.features)}"
         )
     if manifest.task == "classification":
-        fitted = [_plain(label) for label in getattr(estimator, "classes_", [])]
-        if fitted != list(manifest.classes or ()):
+        classes = getattr(estimator, "classes_", [])
+        # A multi-output classifier has a list of label arrays, one per target.
+        fitted: list[Any] = (
+            [[_plain(label) for label in labels] for labels in classes]
+            if isinstance(classes, list)
+            else [_plain(label) for label in classes]
+        )
+        listed = list(manifest.classes or ())
+        if manifest.targets is not None:
+            listed = [list(labels) for labels in listed]
+        if fitted != listed:
             raise ManifestError(
-                name,
-                version,
-                f"the model's classes are {fitted}, the manifest lists {list(manifest.classes or ())}",
+                name, version, f"the model's classes are {fitted}, the manifest lists {listed}"
+            )
+    declared = declared_outputs(estimator)
+    if manifest.task in MULTI_OUTPUT_TASKS and declared is not None and declared != manifest.outputs:
+        raise ManifestError(
+            name,
+            version,
+            f"the model predicts {declared} output(s) per row, the manifest names {manifest.outputs} "
+            "(a model with several outputs names each in targets)",
+        )
+    for method in ("decision_function",) if manifest.task == "outlier_detection" else ():
+        if not hasattr(estimator, method):
+            raise ManifestError(
+                name, version, f"artifact holds a {type(estimator).__name__}, which has no {method}()"
             )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.models.manifest import Feature
+from service.models.manifest import Feature, Manifest
 
 # How the headline metrics read on the page.
 METRIC_LABELS = {
@@ -21,6 +21,12 @@ METRIC_LABELS = {
     "rmse": "RMSE",
 }
 HEADLINE_METRICS = 3
+TASK_LABELS = {
+    "classification": "Classification",
+    "regression": "Regression",
+    "outlier_detection": "Outlier detection",
+    "clustering": "Clustering",
+}
 # Slider positions per feature range, roughly: the step is the power of ten nearest span/100.
 SLIDER_STEPS = 100
 
@@ -31,6 +37,25 @@ def headline(metrics: dict[str, float], limit: int | None = HEADLINE_METRICS) ->
     return [
         {"key": key, "label": METRIC_LABELS.get(key, key), "value": f"{value:.4g}"} for key, value in shown
     ]
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, task)
+
+
+def csv_outputs(manifest: Manifest, has_probabilities: bool) -> tuple[list[str], str]:
+    """The columns a CSV answer adds before ``error``, and what they hold, in a few words."""
+    if manifest.targets:
+        return [f"prediction_{target}" for target in manifest.targets], "the predicted value of each target"
+    if manifest.task == "outlier_detection":
+        return ["prediction", "score"], "1, or -1 for an outlier, and the decision function's score"
+    if manifest.task == "clustering":
+        return ["prediction"], "the cluster's index"
+    if manifest.task == "regression":
+        return ["prediction"], "the predicted value"
+    if has_probabilities:
+        return ["prediction", "probability_…"], "the predicted class, and a probability column per class"
+    return ["prediction"], "the predicted class"
 
 
 def date(timestamp: str | None) -> str | None:

@@ -28,7 +28,7 @@ from service.api.openapi import documented
 from service.errors import ModelNotFound
 from service.models import ServedModel
 from service.models.manifest import TASKS, Manifest
-from service.pages.controls import control, date, headline
+from service.pages.controls import control, csv_outputs, date, headline, task_label
 from service.state import state
 
 SERVICE_NAME = "scikit-learn model service"
@@ -61,6 +61,7 @@ class _PagesBlueprint(Blueprint):
 bp = _PagesBlueprint(
     "pages", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
 )
+bp.add_app_template_filter(task_label, "task")
 
 
 # --- The JSON variants, for the OpenAPI document -----------------------------------
@@ -160,12 +161,16 @@ def model_page(name: str) -> dict[str, Any] | Response:
     if entry.model is None:
         return _page("pages/not_ready.html", status=503, entry=entry, **_chrome())
     manifest = entry.model.manifest
+    has_probabilities = entry.model.has_probabilities
+    added_columns, added_meaning = csv_outputs(manifest, has_probabilities)
     return _page(
         "pages/model.html",
         entry=entry,
         manifest=manifest,
         fields=[control(index, feature) for index, feature in enumerate(manifest.features)],
-        classes=probability_keys(manifest.classes or ()),
+        classes=probability_keys(manifest.classes) if has_probabilities else [],
+        added_columns=added_columns,
+        added_meaning=added_meaning,
         headline=headline(manifest.metrics, limit=None),
         date=date(manifest.trained_at),
         predict_url=url_for("predict.predict", name=name),

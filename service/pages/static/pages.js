@@ -15,13 +15,16 @@
     return;
   }
   var modelName = form.dataset.model;
+  var task = form.dataset.task;
   var predictUrl = form.dataset.predictUrl;
   var fields = Array.prototype.slice.call(form.querySelectorAll(".field"));
 
   // The elements the script draws in (their ids are in pages/model.html).
   var result = document.getElementById("result");
   var resultStatus = document.getElementById("result-status");
-  var resultLabel = document.getElementById("result-label");
+  var resultLabel = document.getElementById("result-label"); // absent for a model with several targets
+  var resultTargets = document.getElementById("result-targets");
+  var resultScore = document.getElementById("result-score");
   var resultMeta = document.getElementById("result-meta");
   var bars = document.getElementById("bars");
   var formError = document.getElementById("form-error");
@@ -256,6 +259,17 @@
     return Number(value.toPrecision(6)).toLocaleString("en", { maximumFractionDigits: 6 });
   }
 
+  /* One predicted value as a person reads it: a class or number, an outlier or not, a cluster. */
+  function valueText(value) {
+    if (task === "outlier_detection") {
+      return value === -1 ? "Outlier" : "Inlier";
+    }
+    if (task === "clustering") {
+      return "Cluster " + value;
+    }
+    return formatNumber(value);
+  }
+
   function formatMs(ms) {
     return ms < 10 ? ms.toFixed(1) + " ms" : Math.round(ms) + " ms";
   }
@@ -304,8 +318,20 @@
     result.classList.remove("is-pending", "is-stale", "is-failed");
     resultStatus.textContent = modelName + " predicts";
     var prediction = answer.prediction;
-    resultLabel.textContent = formatNumber(prediction);
-    resultLabel.title = String(prediction);
+    if (resultLabel) {
+      resultLabel.textContent = valueText(prediction);
+      resultLabel.title = String(prediction);
+    }
+    if (resultTargets) {
+      resultTargets.querySelectorAll("[data-target]").forEach(function (value) {
+        var predicted = prediction[value.dataset.target];
+        value.textContent = valueText(predicted);
+        value.title = String(predicted);
+      });
+    }
+    if (resultScore && typeof answer.score === "number") {
+      resultScore.textContent = "Score " + formatNumber(answer.score) + " (below 0 for an outlier)";
+    }
     var timing = "answered in " + formatMs(elapsed);
     if (serverSeconds !== null && Number.isFinite(Number(serverSeconds))) {
       timing += " (" + formatMs(Number(serverSeconds) * 1000) + " in the service)";
@@ -580,7 +606,8 @@
 
   /* The columns the service adds to the file are drawn apart from the features. */
   function columnClass(column) {
-    return column === "prediction" || column === "error" || isProbability(column) ? "col-out" : "";
+    var added = column === "prediction" || column === "score" || column === "error";
+    return added || column.indexOf("prediction_") === 0 || isProbability(column) ? "col-out" : "";
   }
 
   /* A table cell (TAG "td" or "th") showing TEXT as text. */
