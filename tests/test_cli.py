@@ -18,15 +18,17 @@ import pandas as pd
 import pytest
 from click.testing import Result
 from flask import Flask
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.neighbors import RadiusNeighborsClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from service.models import ModelStore
+from tests.estimators import FailingClassifier
 from tests.servers import run_in_repo
 
 FLASK = Path(sys.executable).parent / "flask"
@@ -197,10 +199,14 @@ def test_added_churn_model_predicts_over_http(
     assert "contract" in problem["detail"]
 
 
-def test_add_without_sample_takes_categories_from_the_encoder(
-    make_app: Callable[..., Flask], empty_store: Path, churn_files: tuple[Path, Path]
+def test_add_without_sample_takes_categories_and_a_typical_row_from_the_estimator(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_files: tuple[Path, Path],
+    churn_pipeline: Pipeline,
 ) -> None:
-    """With no sample, ``contract`` gets the encoder's categories; numeric columns become floats."""
+    """With no sample, ``contract`` gets the encoder's categories, numeric columns become floats, and
+    the typical row is what the pipeline's first step learned: the scaler's means, a learned category."""
     artifact, _ = churn_files
     result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn")
     assert result.exit_code == 0, result.output
@@ -209,9 +215,93 @@ def test_add_without_sample_takes_categories_from_the_encoder(
     assert list(features) == FEATURES
     assert features["tenure"]["type"] == "float"
     assert features["monthly_charges"]["type"] == "float"
-    assert features["contract"] == {"name": "contract", "type": "category", "categories": CONTRACTS}
+    assert features["contract"]["type"] == "category"
+    assert features["contract"]["categories"] == CONTRACTS
+    scaler = churn_pipeline.named_steps["prepare"].named_transformers_["num"]
+    for name, mean in zip(NUMERIC, scaler.mean_, strict=True):
+        assert features[name]["typical"] == pytest.approx(mean, rel=1e-5)
+    encoder = churn_pipeline.named_steps["prepare"].named_transformers_["cat"]
+    assert features["contract"]["typical"] == encoder.categories_[0][0]
+    assert manifest["typical_row"]["kind"] == "estimator"
+    assert "StandardScaler" in manifest["typical_row"]["source"]
+    assert "OneHotEncoder" in manifest["typical_row"]["source"]
     assert manifest["classes"] == ["no", "yes"]
-    assert manifest["metrics"] == {}
+    assert manifest["metrics"] == {} and "evaluation" not in manifest
+    assert f"typical row: {manifest['typical_row']['source']}" in result.output
+    assert "warning: without --sample the manifest records no ranges" in result.output
+    assert "no typical row is known" not in result.output
+
+
+def test_add_without_sample_or_statistics_warns_that_no_typical_row_is_known(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A tree keeps no statistics of its inputs: the manifest has no typical values, and the CLI says so."""
+    X, y = load_iris(return_X_y=True)
+    artifact = tmp_path / "tree.joblib"
+    joblib.dump(DecisionTreeClassifier(random_state=0).fit(X, y), artifact)
+    app = make_app(model_store=empty_store)
+    result = invoke(app, "add", str(artifact), "--name", "tree")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "tree" / "1" / "model.json")
+    assert all("typical" not in feature for feature in manifest["features"])
+    assert "typical_row" not in manifest
+    assert "warning: without --sample the manifest records no ranges" in result.output
+    assert "warning: no typical row is known" in result.output
+    assert invoke(app, "verify").output.splitlines() == ["ok   tree 1"]
+
+
+def test_radius_neighbours_added_without_sample_predicts_a_stored_training_row(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A radius-neighbours classifier finds no neighbour near a made-up all-zeros row; its typical row
+    is a training row it keeps, so it is added, served, and answers as it does in-process."""
+    X = np.full((6, 2), 5.0) + np.arange(6)[:, None]
+    model = RadiusNeighborsClassifier().fit(X, [0, 1] * 3)
+    artifact = tmp_path / "radius.joblib"
+    joblib.dump(model, artifact)
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "radius")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "radius" / "1" / "model.json")
+    typical = [feature["typical"] for feature in manifest["features"]]
+    assert typical in X.tolist()
+    assert manifest["typical_row"]["kind"] == "estimator"
+    assert "RadiusNeighborsClassifier" in manifest["typical_row"]["source"]
+    assert "warning: predicting" not in result.output
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/ready").status_code == 200
+    assert client.get("/v1/models/radius").get_json()["warnings"] == []
+    answer = client.post("/v1/models/radius/predict", json={"features": typical}).get_json()
+    assert answer["prediction"] == model.predict([typical])[0]
+
+
+def test_a_made_up_row_that_fails_is_a_warning(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """Behind a step that learns nothing, the radius model's check row is made up (zeros) and finds no
+    neighbour: the model is added with a warning quoting the estimator, and serves real rows."""
+    X = np.full((6, 2), 5.0) + np.arange(6)[:, None]
+    model = make_pipeline(FunctionTransformer(), RadiusNeighborsClassifier()).fit(X, [0, 1] * 3)
+    artifact = tmp_path / "radius.joblib"
+    joblib.dump(model, artifact)
+    app = make_app(model_store=empty_store)
+    result = invoke(app, "add", str(artifact), "--name", "radius")
+    assert result.exit_code == 0, result.output
+    assert "warning: no typical row is known" in result.output
+    assert "warning: predicting a made-up example row (no typical row is known) failed: " in result.output
+    assert "No neighbors found for test samples" in result.output
+    verified = invoke(app, "verify")
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.splitlines()[0] == "ok   radius 1"
+    assert "No neighbors found for test samples" in verified.output
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/ready").status_code == 200
+    assert any(
+        "No neighbors found" in note for note in client.get("/v1/models/radius").get_json()["warnings"]
+    )
+    answer = client.post("/v1/models/radius/predict", json={"features": [7.0, 7.0]}).get_json()
+    assert answer["prediction"] == model.predict([[7.0, 7.0]])[0]
 
 
 def test_add_numbers_versions_and_honours_an_explicit_one(
@@ -300,45 +390,30 @@ def test_add_refuses_a_transformer(make_app: Callable[..., Flask], empty_store: 
     assert store_tree(empty_store) == []
 
 
-class FailingClassifier(ClassifierMixin, BaseEstimator):
-    """A classifier that looks fine to introspection but cannot predict."""
-
-    def fit(self, X: Any, y: Any) -> FailingClassifier:
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = np.asarray(X).shape[1]
-        return self
-
-    def predict(self, X: Any) -> Any:
-        raise RuntimeError("this model always fails")
-
-
-def test_add_removes_a_model_that_fails_its_check(
-    make_app: Callable[..., Flask], store_path: Path, tmp_path: Path
+@pytest.mark.parametrize("trusted", ["sample", "statistics"])
+def test_add_removes_a_model_that_fails_on_a_trusted_row(
+    make_app: Callable[..., Flask], store_path: Path, tmp_path: Path, trusted: str
 ) -> None:
-    """A model that fails its check after being copied in is removed, leaving the store as it was."""
+    """A model that fails on rows of its sample, or on the means its scaler learned, is removed again,
+    leaving the store as it was; the CLI quotes the estimator's own message."""
+    X = np.arange(8.0).reshape(4, 2)
     artifact = tmp_path / "failing.joblib"
-    joblib.dump(FailingClassifier().fit(np.zeros((4, 2)), [0, 1, 0, 1]), artifact)
+    options = []
+    if trusted == "sample":
+        joblib.dump(FailingClassifier().fit(X, [0, 1, 0, 1]), artifact)
+        sample = tmp_path / "sample.csv"
+        pd.DataFrame(X, columns=["a", "b"]).to_csv(sample, index=False)
+        options = ["--sample", str(sample)]
+    else:
+        joblib.dump(make_pipeline(StandardScaler(), FailingClassifier()).fit(X, [0, 1, 0, 1]), artifact)
     before = store_tree(store_path)
-    result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing")
+    result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing", *options)
     assert result.exit_code == 1
     assert "failed its check and was removed" in result.output
-    # The estimator's own message, not only that it failed.
     assert "RuntimeError: this model always fails" in result.output
+    assert "Traceback" not in result.output
     assert store_tree(store_path) == before
     assert make_app(model_store=store_path).test_client().get("/ready").status_code == 200
-
-
-def test_add_quotes_the_estimators_own_message(
-    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
-) -> None:
-    """A radius-neighbours classifier finds no neighbour for the made-up example row: the CLI says so."""
-    artifact = tmp_path / "radius.joblib"
-    joblib.dump(
-        RadiusNeighborsClassifier().fit(np.full((6, 2), 5.0) + np.arange(6)[:, None], [0, 1] * 3), artifact
-    )
-    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "radius")
-    assert result.exit_code == 1
-    assert "No neighbors found for test samples" in result.output, result.output
 
 
 # --- models list / verify -----------------------------------------------------------

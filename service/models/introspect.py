@@ -3,12 +3,15 @@
 What the fitted estimator knows (task, classes, feature names and count, the
 categories its encoders learned) comes from the estimator; what only data can
 tell (types, ranges, typical values) comes from an optional sample of rows.
+Without a sample, typical values come from what the estimator learned about its
+inputs, where it learned something (``learned_rows``), and otherwise are unknown.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +24,17 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-from service.models.manifest import Artifact, Feature, Manifest
+from service.models.learned_rows import IGNORED, LearnedRow, learned_row
+from service.models.manifest import Artifact, Evaluation, Feature, Manifest, TypicalRow
 from service.models.versions import runtime_versions
 
 # Ranges are widened by this share of the observed span on each side, so that a
 # value just past the training data is still accepted.
 RANGE_MARGIN = 0.1
 ARTIFACT_FILE = "model.joblib"
+# Rows of the sample that ``models add`` predicts to check a stored model: enough
+# to meet most of what a model can trip on, few enough to take no time.
+CHECK_ROWS = 100
 
 
 class IntrospectionError(ValueError):
@@ -155,9 +162,23 @@ def feature_names_of(estimator: Any, sample: pd.DataFrame | None) -> list[str]:
     return [f"x{index}" for index in range(count)]
 
 
+def check_rows(manifest: Manifest, sample: pd.DataFrame, limit: int = CHECK_ROWS) -> list[dict[str, Any]]:
+    """The first ``limit`` complete rows of the sample, as a client would send them."""
+    rows = sample[list(manifest.feature_names)].dropna().head(limit)
+    for feature in manifest.features:
+        if feature.type == "category":  # the sample's categories were recorded as text
+            rows[feature.name] = rows[feature.name].astype(str)
+    return rows.to_dict("records")
+
+
 def sample_metrics(estimator: Any, task: str, sample: pd.DataFrame, target: pd.Series) -> dict[str, float]:
     rows = sample if hasattr(estimator, "feature_names_in_") else sample.to_numpy()
-    predicted = estimator.predict(rows)
+    try:
+        predicted = estimator.predict(rows)
+    except Exception as error:  # the estimator's own words are what its author needs
+        raise IntrospectionError(
+            f"predicting the rows to measure metrics failed: {type(error).__name__}: {error}"
+        ) from None
     if task == "classification":
         return {"accuracy": float(accuracy_score(target, predicted))}
     return {
@@ -179,15 +200,20 @@ def describe_estimator(
     trained_at: str | None = None,
     notes: dict[str, tuple[str | None, str | None]] | None = None,
     metrics: dict[str, float] | None = None,
+    evaluation: Evaluation | None = None,
+    sample_name: str | None = None,
 ) -> Manifest:
     """A manifest for ``estimator``; the artifact hash is filled in when it is stored.
 
     ``notes`` maps feature names to (description, unit); ``metrics``, when given,
-    are recorded as they are instead of being measured on the sample.
+    are recorded as they are (with ``evaluation``, how they were measured)
+    instead of being measured on the sample. ``sample_name`` names the sample
+    (its file) where the manifest says what came from it.
     """
     task = task_of(estimator)
     labels = None
     notes = notes or {}
+    typical_row = None
     if sample is not None and target is not None:
         if target not in sample.columns:
             raise IntrospectionError(f"the sample has no target column {target!r}")
@@ -202,14 +228,21 @@ def describe_estimator(
             )
             for n in names
         ]
+        typical_row = TypicalRow("sample", sample_name)
         if labels is not None and metrics is None:
             metrics = sample_metrics(estimator, task, sample, labels)
+            evaluation = Evaluation("sample", rows=len(sample), source=sample_name)
     else:
         categories = encoded_categories(estimator)
         features = [
             Feature(n, "category", categories=categories[n]) if n in categories else Feature(n, "float")
             for n in names
         ]
+        learned = learned_row(estimator)
+        typical = None if learned is None else _typical_values(features, learned)
+        if typical is not None:
+            features = [replace(f, typical=value) for f, value in zip(features, typical, strict=True)]
+            typical_row = TypicalRow("estimator", learned.source)
     classes = tuple(plain(c) for c in estimator.classes_) if task == "classification" else None
     return Manifest(
         name=name,
@@ -221,6 +254,27 @@ def describe_estimator(
         features=tuple(features),
         classes=classes,
         metrics=metrics or {},
+        evaluation=evaluation if metrics else None,
         trained_at=trained_at or datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=dataset or {},
+        typical_row=typical_row,
     )
+
+
+def _typical_values(features: list[Feature], learned: LearnedRow) -> list[Any] | None:
+    """The learned row as valid values of ``features``; None if any value does not fit its feature."""
+    if len(learned.values) != len(features):
+        return None
+    values = []
+    for feature, value in zip(features, learned.values, strict=True):
+        if value is IGNORED:
+            values.append(feature.example_value())
+        elif feature.type == "category":
+            if str(value) not in (feature.categories or ()):
+                return None
+            values.append(str(value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            values.append(float(value))
+        else:
+            return None
+    return values
