@@ -19,9 +19,9 @@ import pytest
 from click.testing import Result
 from flask import Flask
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 from sklearn.neighbors import RadiusNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
@@ -594,3 +594,194 @@ def test_real_command_trains_the_demo_models_into_an_empty_store(
     assert ModelStore(empty_store).names() == ["breast_cancer", "diabetes", "iris"]
     ready = make_app(model_store=empty_store).test_client().get("/ready")
     assert ready.status_code == 200, ready.get_json()
+
+
+# --- models add --eval: held-out metrics ------------------------------------------------
+
+
+@pytest.fixture
+def churn_split(churn_frame: pd.DataFrame, tmp_path: Path) -> tuple[Pipeline, Path, Path, pd.DataFrame]:
+    """A churn pipeline fitted on the first 200 customers: (pipeline, its file, the training rows as a
+    sample CSV, the 100 held-out customers)."""
+    train, test = churn_frame.iloc[:200], churn_frame.iloc[200:]
+    pipeline = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), NUMERIC),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression()),
+        ]
+    ).fit(train[FEATURES], train["churned"])
+    artifact = tmp_path / "churn.joblib"
+    joblib.dump(pipeline, artifact)
+    sample = tmp_path / "train.csv"
+    train.to_csv(sample, index=False)
+    return pipeline, artifact, sample, test
+
+
+def test_eval_measures_held_out_metrics(
+    make_app: Callable[..., Flask], empty_store: Path, churn_split: Any, tmp_path: Path
+) -> None:
+    """``--eval`` measures the metrics on its file, not on the sample, and every answer labels them so."""
+    pipeline, artifact, sample, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    app = make_app(model_store=empty_store)
+    options = ["--sample", str(sample), "--eval", str(held_out), "--target", "churned"]
+    result = invoke(app, "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "churn" / "1" / "model.json")
+    expected = accuracy_score(test["churned"], pipeline.predict(test[FEATURES]))
+    assert manifest["metrics"] == {"accuracy": pytest.approx(expected, abs=1e-12)}
+    assert manifest["evaluation"] == {"data": "held_out", "rows": 100, "source": "held_out.csv"}
+    assert manifest["typical_row"] == {"kind": "sample", "source": "train.csv"}
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/v1/models/churn").get_json()["metrics_label"] == "measured on 100 held-out rows"
+    home = {model["name"]: model for model in client.get("/").get_json()["models"]}
+    assert home["churn"]["metrics_label"] == "measured on 100 held-out rows"
+
+
+def test_metrics_from_the_sample_are_labelled_as_such(
+    make_app: Callable[..., Flask], churn_store: Path, churn_frame: pd.DataFrame
+) -> None:
+    manifest = read_json(churn_store / "churn" / "1" / "model.json")
+    assert manifest["evaluation"] == {
+        "data": "sample",
+        "rows": len(churn_frame),
+        "source": "churn_sample.csv",
+    }
+    metadata = make_app(model_store=churn_store).test_client().get("/v1/models/churn").get_json()
+    assert metadata["metrics_label"] == (
+        "measured on the 300-row sample given when the model was added, which may include training rows"
+    )
+
+
+def test_eval_measures_a_regressor_fitted_on_arrays_without_a_sample(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A model fitted on arrays has made-up feature names (x0, x1, ...): the file's columns go in order."""
+    frame = load_diabetes(as_frame=True).frame
+    train, test = frame.iloc[:300], frame.iloc[300:]
+    features = [column for column in frame.columns if column != "target"]
+    model = Ridge().fit(train[features].to_numpy(), train["target"])
+    artifact = tmp_path / "ridge.joblib"
+    joblib.dump(model, artifact)
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    result = invoke(
+        make_app(model_store=empty_store),
+        "add",
+        str(artifact),
+        "--name",
+        "ridge",
+        "--eval",
+        str(held_out),
+        "--target",
+        "target",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "ridge" / "1" / "model.json")
+    predicted = model.predict(test[features].to_numpy())
+    assert manifest["metrics"] == {
+        "r2": pytest.approx(r2_score(test["target"], predicted), abs=1e-12),
+        "mae": pytest.approx(mean_absolute_error(test["target"], predicted), abs=1e-12),
+    }
+    assert manifest["evaluation"] == {"data": "held_out", "rows": len(test), "source": "held_out.csv"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda frame: frame.drop(columns=["churned"]), "held_out.csv has no target column 'churned'"),
+        (
+            lambda frame: frame.drop(columns=["tenure"]),
+            "held_out.csv lacks the model's feature columns tenure",
+        ),
+        (
+            lambda frame: frame.assign(churned=frame["churned"].where(frame.index % 7 != 0)),
+            "has 15 empty cells",
+        ),
+        (
+            lambda frame: frame.assign(churned=frame["churned"].map({"yes": "Y", "no": "N"})),
+            "holds labels the model does not predict: N, Y (its classes: no, yes)",
+        ),
+        (lambda frame: frame.iloc[:0], "held_out.csv has no rows"),
+        (
+            lambda frame: frame.assign(tenure="long"),
+            "predicting the rows to measure metrics failed: ValueError:",
+        ),
+    ],
+    ids=["no-target", "missing-feature", "empty-labels", "unknown-labels", "no-rows", "not-numbers"],
+)
+def test_eval_refuses_a_file_that_does_not_fit(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_split: Any,
+    tmp_path: Path,
+    damage: Callable[[pd.DataFrame], pd.DataFrame],
+    message: str,
+) -> None:
+    """A held-out file that does not fit the model is a clear error (no traceback), and nothing is stored."""
+    _, artifact, sample, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    damage(test.reset_index(drop=True)).to_csv(held_out, index=False)
+    options = ["--sample", str(sample), "--eval", str(held_out), "--target", "churned"]
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert store_tree(empty_store) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--eval", "{held_out}"], "--eval needs --target"),
+        (["--target", "churned"], "--target needs --sample or --eval"),
+    ],
+)
+def test_eval_and_target_need_each_other(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_split: Any,
+    tmp_path: Path,
+    options: list[str],
+    message: str,
+) -> None:
+    _, artifact, _, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    options = [option.format(held_out=held_out) for option in options]
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert store_tree(empty_store) == []
+
+
+def test_eval_refuses_a_file_that_is_not_csv(
+    make_app: Callable[..., Flask], empty_store: Path, churn_split: Any, tmp_path: Path
+) -> None:
+    _, artifact, _, _ = churn_split
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    result = invoke(
+        make_app(model_store=empty_store),
+        "add",
+        str(artifact),
+        "--name",
+        "churn",
+        "--eval",
+        str(empty),
+        "--target",
+        "churned",
+    )
+    assert result.exit_code == 1
+    assert f"{empty} cannot be read as a CSV file: No columns to parse from file" in result.output
+    assert store_tree(empty_store) == []
