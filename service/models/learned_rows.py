@@ -147,11 +147,12 @@ def _imputer(step: SimpleImputer) -> tuple[list[Any], str] | None:
 
 
 def _quantiles(step: QuantileTransformer) -> tuple[list[Any], str]:
-    return _rounded(step.quantiles_[len(step.quantiles_) // 2]), "the medians"
+    medians = [np.interp(0.5, step.references_, column) for column in step.quantiles_.T]
+    return _rounded(medians), "the medians {model} learned"
 
 
 def _pca(step: PCA | IncrementalPCA) -> tuple[list[Any], str]:
-    return _rounded(step.mean_), "the means"
+    return _rounded(step.mean_), "the means {model} learned"
 
 
 def _encoder(step: OneHotEncoder | OrdinalEncoder) -> tuple[list[Any], str] | None:
