@@ -148,3 +148,11 @@ def test_no_typical_row_where_the_estimator_learned_no_centre(build: Callable[[]
     manifest = describe_estimator(build().fit(X, Y), name="m", version="1")
     assert all(feature.typical is None for feature in manifest.features)
     assert manifest.typical_row is None and not manifest.typical_row_known
+
+
+def test_statistics_that_cannot_be_read_leave_the_row_unknown() -> None:
+    """A scaler whose means are not numbers (as an odd subclass may have): no typical row, no error."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, Y)
+    _first(model).mean_ = ["not", "numbers", "at", "all"]
+    manifest = describe_estimator(model, name="m", version="1")
+    assert manifest.typical_row is None and not manifest.typical_row_known

@@ -58,7 +58,10 @@ class LearnedRow:
 
 def learned_row(estimator: Any) -> LearnedRow | None:
     """The row ``estimator``'s first step knows as the centre of its inputs, if it knows one."""
-    found = _centre(estimator)
+    try:
+        found = _centre(estimator)
+    except Exception:  # a subclass from a pickle whose attributes are not what scikit-learn's are
+        return None
     if found is None:
         return None
     values, sources = found
