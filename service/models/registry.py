@@ -96,8 +96,8 @@ def warm_up(model: LoadedModel) -> None:
             reason = f"predicting its typical row failed: {prediction_problem(error)}"
             raise ModelLoadError(model.name, model.version, reason) from error
         note = bounded(
-            "predicting a made-up example row (no typical row is known) failed: "
-            f"{prediction_problem(error)}; served anyway, as a sound model can fail on made-up values"
+            "predicting a made-up example row (no typical row is known) failed, and the model is served "
+            f"anyway, as a sound model can fail on made-up values: {prediction_problem(error)}"
         )
         log.warning("model %s version %s: %s", model.name, model.version, note)
         model.warnings = (*model.warnings, note)
