@@ -7,12 +7,12 @@ refuses to start on one), so ``models add`` and ``models demo`` can fill it.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import joblib
@@ -24,9 +24,12 @@ from sklearn.exceptions import InconsistentVersionWarning
 
 from service.errors import InvalidInput, ModelLoadError, PredictionFailed
 from service.models import ModelStore, demo
-from service.models.introspect import IntrospectionError, adjust_features, describe_estimator
-from service.models.manifest import NAME_PATTERN
-from service.models.registry import warm_up
+from service.models.core import validated
+from service.models.evaluation import with_held_out_metrics
+from service.models.introspect import IntrospectionError, adjust_features, check_rows, describe_estimator
+from service.models.json_rows import JsonRows
+from service.models.manifest import NAME_PATTERN, Manifest
+from service.models.registry import prediction_problem, warm_up
 from service.models.store import bounded
 from service.models.versions import runtime_versions
 from service.state import state
@@ -100,12 +103,18 @@ def list_models() -> None:
 @click.option(
     "--sample",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV of typical input rows: gives feature types, ranges, categories.",
+    help="CSV of typical input rows: gives feature types, ranges, categories, a typical row.",
+)
+@click.option(
+    "--eval",
+    "held_out",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV of held-out rows with the --target column: metrics are measured on it, not on the sample.",
 )
 @click.option(
     "--target",
-    help="Column of the sample that holds true labels/values: measures metrics. A multi-output model: "
-    "one column per output, comma-separated (a,b), which also name its targets.",
+    help="Column of --eval (else of --sample) that holds the true labels or values: measures metrics. "
+    "A multi-output model: one column per output, comma-separated (a,b), which also name its targets.",
 )
 @click.option("--description", help="One line about the model.")
 @click.option(
@@ -134,6 +143,7 @@ def add_model(
     name: str,
     version: str | None,
     sample: Path | None,
+    held_out: Path | None,
     target: str | None,
     description: str | None,
     nullable: tuple[str, ...],
@@ -147,8 +157,10 @@ def add_model(
     """
     store = _store()
     version = version or store.next_version(name)
-    if target and not sample:
-        raise click.UsageError("--target needs --sample")
+    if target and not (sample or held_out):
+        raise click.UsageError("--target needs --sample or --eval")
+    if held_out and not target:
+        raise click.UsageError("--eval needs --target, the column of the file that holds the true values")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         try:
@@ -161,26 +173,32 @@ def add_model(
     for warning in caught:
         if isinstance(warning.message, InconsistentVersionWarning):
             trained_with["sklearn"] = warning.message.original_sklearn_version
+    frame = _read_csv(sample) if sample else None
+    if frame is not None and held_out and target in frame.columns:
+        frame = frame.drop(columns=[target])  # the truth is measured on the held-out rows instead
     try:
-        frame = pd.read_csv(sample) if sample else None
         manifest = describe_estimator(
             estimator,
             name=name,
             version=version,
             sample=frame,
-            target=target,
+            target=None if held_out else target,
             description=description,
             trained_with=trained_with,
-            dataset={"sample": sample.name, "rows": len(frame)} if sample else {},
+            dataset={"sample": sample.name, "rows": len(frame)} if sample and frame is not None else {},
             trained_at=datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds"),
+            sample_name=sample.name if sample else None,
         )
         manifest = adjust_features(manifest, nullable=nullable, not_nullable=not_nullable, limits=limits)
+        if held_out and target:
+            manifest = with_held_out_metrics(manifest, estimator, _read_csv(held_out), target, held_out.name)
+        rows = check_rows(manifest, frame) if frame is not None else []
         directory = store.add(path, manifest)
     except (IntrospectionError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     except ValidationError as error:
         raise click.ClickException(f"its manifest would be invalid: {error.messages}") from None
-    problem = _verify(store, name, version)
+    problem, notes = _verify(store, name, version, rows)
     if problem:
         store.remove(name, version)
         raise click.ClickException(f"the stored model failed its check and was removed: {problem}")
@@ -189,6 +207,10 @@ def add_model(
         f"added {name} version {version} ({manifest.task}{outputs}, {len(manifest.features)} features) "
         f"to {directory}"
     )
+    if manifest.typical_row is not None and manifest.typical_row.kind == "estimator":
+        click.echo(f"typical row: {manifest.typical_row.source}")
+    for note in [*_gaps(manifest, sampled=frame is not None), *notes]:
+        click.echo(f"warning: {note}", err=True)
 
 
 @models.command("verify")
@@ -205,11 +227,13 @@ def verify_models() -> None:
             click.echo(f"FAIL {name} -: {_unlisted(store, name)}")
         for version in versions:
             checked += 1
-            problem = _verify(store, name, version)
+            problem, notes = _verify(store, name, version)
             failures += problem is not None
             click.echo(
                 f"{'FAIL' if problem else 'ok  '} {name} {version}" + (f": {problem}" if problem else "")
             )
+            for note in notes:
+                click.echo(f"     warning: {note}")
     if checked == 0:
         raise click.ClickException(f"{store.root} holds no models")
     if failures:
@@ -243,21 +267,52 @@ def train_demo_models(force: bool, if_empty: bool) -> None:
         click.echo(f"{model.name}: trained and stored in {path}")
 
 
-def _verify(store: ModelStore, name: str, version: str) -> str | None:
-    """None if the version loads (hash checked) and predicts its example row, else why not."""
+def _verify(
+    store: ModelStore, name: str, version: str, rows: list[dict[str, Any]] | None = None
+) -> tuple[str | None, tuple[str, ...]]:
+    """(why the version fails its check, or None; its load warnings).
+
+    The check is the start-up's: load (hash checked) and warm up on the example
+    row, which may fail with only a warning if it is made up. Then ``rows``, rows
+    of the sample the model was added with, must predict.
+    """
     try:
-        warm_up(store.load(name, version))
+        model = store.load(name, version)
+        warm_up(model)
+        if rows:
+            model.predict(validated(model.rules, JsonRows(rows)))
     except ModelLoadError as error:
-        return bounded(error.reason)
-    except PredictionFailed as error:
-        # The estimator's own words are what its author needs, not ours.
-        cause = error.__cause__
-        return bounded(f"predicting its example row failed: {type(cause).__name__}: {cause}")
-    except InvalidInput as error:
-        return bounded(f"its example row is invalid: {json.dumps(error.errors)}")
+        return bounded(error.reason), ()
+    except (InvalidInput, PredictionFailed) as error:
+        return bounded(
+            f"predicting the first {len(rows or ())} rows of the sample failed: {prediction_problem(error)}"
+        ), ()
     except Exception as error:  # any failure of the model itself is the answer here
-        return bounded(f"{type(error).__name__}: {error}")
-    return None
+        return bounded(f"{type(error).__name__}: {error}"), ()
+    return None, model.warnings
+
+
+def _gaps(manifest: Manifest, sampled: bool) -> list[str]:
+    """What the manifest could not record without a sample, for whoever adds the model."""
+    gaps = []
+    if not sampled:
+        gaps.append(
+            "without --sample the manifest records no ranges, and every numeric feature is a float "
+            "that takes any finite number"
+        )
+    if not manifest.typical_row_known:
+        gaps.append(
+            "no typical row is known (no --sample, and the estimator keeps no statistics of its inputs): "
+            "the check predicted a made-up row, and the model's page says it opens at placeholder values"
+        )
+    return gaps
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError) as error:  # a parser error, bad UTF-8, an empty file
+        raise click.ClickException(f"{path} cannot be read as a CSV file: {error}") from None
 
 
 def _unlisted(store: ModelStore, name: str) -> str:

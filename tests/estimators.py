@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 
 class ExplodingRegressor(RegressorMixin, BaseEstimator):
@@ -20,6 +20,18 @@ class ExplodingRegressor(RegressorMixin, BaseEstimator):
         if (X[:, 0] > 5).any():
             raise RuntimeError("secret detail: /srv/private/path and password=hunter2")
         return np.zeros(len(X))
+
+
+class FailingClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier that looks fine to introspection but cannot predict."""
+
+    def fit(self, X: Any, y: Any) -> FailingClassifier:
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict(self, X: Any) -> Any:
+        raise RuntimeError("this model always fails")
 
 
 class ArtifactTrap:

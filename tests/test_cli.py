@@ -18,15 +18,17 @@ import pandas as pd
 import pytest
 from click.testing import Result
 from flask import Flask
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 from sklearn.neighbors import RadiusNeighborsClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from service.models import ModelStore
+from tests.estimators import FailingClassifier
 from tests.servers import run_in_repo
 
 FLASK = Path(sys.executable).parent / "flask"
@@ -201,10 +203,14 @@ def test_added_churn_model_predicts_over_http(
     assert "contract" in problem["detail"]
 
 
-def test_add_without_sample_takes_categories_from_the_encoder(
-    make_app: Callable[..., Flask], empty_store: Path, churn_files: tuple[Path, Path]
+def test_add_without_sample_takes_categories_and_a_typical_row_from_the_estimator(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_files: tuple[Path, Path],
+    churn_pipeline: Pipeline,
 ) -> None:
-    """With no sample, ``contract`` gets the encoder's categories; numeric columns become floats."""
+    """With no sample, ``contract`` gets the encoder's categories, numeric columns become floats, and
+    the typical row is what the pipeline's first step learned: the scaler's means, a learned category."""
     artifact, _ = churn_files
     result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn")
     assert result.exit_code == 0, result.output
@@ -213,14 +219,94 @@ def test_add_without_sample_takes_categories_from_the_encoder(
     assert list(features) == FEATURES
     assert features["tenure"]["type"] == "float"
     assert features["monthly_charges"]["type"] == "float"
-    assert features["contract"] == {
-        "name": "contract",
-        "type": "category",
-        "categories": CONTRACTS,
-        "accepts_unknown": True,  # handle_unknown="ignore"
-    }
+    assert features["contract"]["type"] == "category"
+    assert features["contract"]["categories"] == CONTRACTS
+    assert features["contract"]["accepts_unknown"] is True  # handle_unknown="ignore"
+    scaler = churn_pipeline.named_steps["prepare"].named_transformers_["num"]
+    for name, mean in zip(NUMERIC, scaler.mean_, strict=True):
+        assert features[name]["typical"] == pytest.approx(mean, rel=1e-5)
+    encoder = churn_pipeline.named_steps["prepare"].named_transformers_["cat"]
+    assert features["contract"]["typical"] == encoder.categories_[0][0]
+    assert manifest["typical_row"]["kind"] == "estimator"
+    assert "StandardScaler" in manifest["typical_row"]["source"]
+    assert "OneHotEncoder" in manifest["typical_row"]["source"]
     assert manifest["classes"] == ["no", "yes"]
-    assert manifest["metrics"] == {}
+    assert manifest["metrics"] == {} and "evaluation" not in manifest
+    assert f"typical row: {manifest['typical_row']['source']}" in result.output
+    assert "warning: without --sample the manifest records no ranges" in result.output
+    assert "no typical row is known" not in result.output
+
+
+def test_add_without_sample_or_statistics_warns_that_no_typical_row_is_known(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A tree keeps no statistics of its inputs: the manifest has no typical values, and the CLI says so."""
+    X, y = load_iris(return_X_y=True)
+    artifact = tmp_path / "tree.joblib"
+    joblib.dump(DecisionTreeClassifier(random_state=0).fit(X, y), artifact)
+    app = make_app(model_store=empty_store)
+    result = invoke(app, "add", str(artifact), "--name", "tree")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "tree" / "1" / "model.json")
+    assert all("typical" not in feature for feature in manifest["features"])
+    assert "typical_row" not in manifest
+    assert "warning: without --sample the manifest records no ranges" in result.output
+    assert "warning: no typical row is known" in result.output
+    assert invoke(app, "verify").output.splitlines() == ["ok   tree 1"]
+
+
+def test_radius_neighbours_added_without_sample_predicts_a_stored_training_row(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A radius-neighbours classifier finds no neighbour near a made-up all-zeros row; its typical row
+    is a training row it keeps, so it is added, served, and answers as it does in-process."""
+    X = np.full((6, 2), 5.0) + np.arange(6)[:, None]
+    model = RadiusNeighborsClassifier().fit(X, [0, 1] * 3)
+    artifact = tmp_path / "radius.joblib"
+    joblib.dump(model, artifact)
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "radius")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "radius" / "1" / "model.json")
+    typical = [feature["typical"] for feature in manifest["features"]]
+    assert typical in X.tolist()
+    assert manifest["typical_row"]["kind"] == "estimator"
+    assert "RadiusNeighborsClassifier" in manifest["typical_row"]["source"]
+    assert "warning: predicting" not in result.output
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/ready").status_code == 200
+    assert client.get("/v1/models/radius").get_json()["warnings"] == []
+    answer = client.post("/v1/models/radius/predict", json={"features": typical}).get_json()
+    assert answer["prediction"] == model.predict([typical])[0]
+
+
+def test_a_made_up_row_that_fails_is_a_warning(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """Behind a step that learns nothing, the radius model's check row is made up (zeros) and finds no
+    neighbour: the model is added with a warning quoting the estimator, and serves real rows."""
+    X = np.full((6, 2), 5.0) + np.arange(6)[:, None]
+    model = make_pipeline(FunctionTransformer(), RadiusNeighborsClassifier()).fit(X, [0, 1] * 3)
+    artifact = tmp_path / "radius.joblib"
+    joblib.dump(model, artifact)
+    app = make_app(model_store=empty_store)
+    result = invoke(app, "add", str(artifact), "--name", "radius")
+    assert result.exit_code == 0, result.output
+    assert "warning: no typical row is known" in result.output
+    assert "warning: predicting a made-up example row (no typical row is known) failed" in result.output
+    assert "No neighbors found for test samples" in result.output
+    verified = invoke(app, "verify")
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.splitlines()[0] == "ok   radius 1"
+    assert "No neighbors found for test samples" in verified.output
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/ready").status_code == 200
+    assert any(
+        "No neighbors found" in note for note in client.get("/v1/models/radius").get_json()["warnings"]
+    )
+    answer = client.post("/v1/models/radius/predict", json={"features": [7.0, 7.0]}).get_json()
+    assert answer["prediction"] == model.predict([[7.0, 7.0]])[0]
 
 
 def test_add_numbers_versions_and_honours_an_explicit_one(
@@ -312,45 +398,30 @@ def test_add_refuses_a_transformer(make_app: Callable[..., Flask], empty_store: 
     assert store_tree(empty_store) == []
 
 
-class FailingClassifier(ClassifierMixin, BaseEstimator):
-    """A classifier that looks fine to introspection but cannot predict."""
-
-    def fit(self, X: Any, y: Any) -> FailingClassifier:
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = np.asarray(X).shape[1]
-        return self
-
-    def predict(self, X: Any) -> Any:
-        raise RuntimeError("this model always fails")
-
-
-def test_add_removes_a_model_that_fails_its_check(
-    make_app: Callable[..., Flask], store_path: Path, tmp_path: Path
+@pytest.mark.parametrize("trusted", ["sample", "statistics"])
+def test_add_removes_a_model_that_fails_on_a_trusted_row(
+    make_app: Callable[..., Flask], store_path: Path, tmp_path: Path, trusted: str
 ) -> None:
-    """A model that fails its check after being copied in is removed, leaving the store as it was."""
+    """A model that fails on rows of its sample, or on the means its scaler learned, is removed again,
+    leaving the store as it was; the CLI quotes the estimator's own message."""
+    X = np.arange(8.0).reshape(4, 2)
     artifact = tmp_path / "failing.joblib"
-    joblib.dump(FailingClassifier().fit(np.zeros((4, 2)), [0, 1, 0, 1]), artifact)
+    options = []
+    if trusted == "sample":
+        joblib.dump(FailingClassifier().fit(X, [0, 1, 0, 1]), artifact)
+        sample = tmp_path / "sample.csv"
+        pd.DataFrame(X, columns=["a", "b"]).to_csv(sample, index=False)
+        options = ["--sample", str(sample)]
+    else:
+        joblib.dump(make_pipeline(StandardScaler(), FailingClassifier()).fit(X, [0, 1, 0, 1]), artifact)
     before = store_tree(store_path)
-    result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing")
+    result = invoke(make_app(model_store=store_path), "add", str(artifact), "--name", "failing", *options)
     assert result.exit_code == 1
     assert "failed its check and was removed" in result.output
-    # The estimator's own message, not only that it failed.
     assert "RuntimeError: this model always fails" in result.output
+    assert "Traceback" not in result.output
     assert store_tree(store_path) == before
     assert make_app(model_store=store_path).test_client().get("/ready").status_code == 200
-
-
-def test_add_quotes_the_estimators_own_message(
-    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
-) -> None:
-    """A radius-neighbours classifier finds no neighbour for the made-up example row: the CLI says so."""
-    artifact = tmp_path / "radius.joblib"
-    joblib.dump(
-        RadiusNeighborsClassifier().fit(np.full((6, 2), 5.0) + np.arange(6)[:, None], [0, 1] * 3), artifact
-    )
-    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "radius")
-    assert result.exit_code == 1
-    assert "No neighbors found for test samples" in result.output, result.output
 
 
 # --- models list / verify -----------------------------------------------------------
@@ -531,3 +602,194 @@ def test_real_command_trains_the_demo_models_into_an_empty_store(
     assert ModelStore(empty_store).names() == ["breast_cancer", "diabetes", "iris"]
     ready = make_app(model_store=empty_store).test_client().get("/ready")
     assert ready.status_code == 200, ready.get_json()
+
+
+# --- models add --eval: held-out metrics ------------------------------------------------
+
+
+@pytest.fixture
+def churn_split(churn_frame: pd.DataFrame, tmp_path: Path) -> tuple[Pipeline, Path, Path, pd.DataFrame]:
+    """A churn pipeline fitted on the first 200 customers: (pipeline, its file, the training rows as a
+    sample CSV, the 100 held-out customers)."""
+    train, test = churn_frame.iloc[:200], churn_frame.iloc[200:]
+    pipeline = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), NUMERIC),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression()),
+        ]
+    ).fit(train[FEATURES], train["churned"])
+    artifact = tmp_path / "churn.joblib"
+    joblib.dump(pipeline, artifact)
+    sample = tmp_path / "train.csv"
+    train.to_csv(sample, index=False)
+    return pipeline, artifact, sample, test
+
+
+def test_eval_measures_held_out_metrics(
+    make_app: Callable[..., Flask], empty_store: Path, churn_split: Any, tmp_path: Path
+) -> None:
+    """``--eval`` measures the metrics on its file, not on the sample, and every answer labels them so."""
+    pipeline, artifact, sample, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    app = make_app(model_store=empty_store)
+    options = ["--sample", str(sample), "--eval", str(held_out), "--target", "churned"]
+    result = invoke(app, "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "churn" / "1" / "model.json")
+    expected = accuracy_score(test["churned"], pipeline.predict(test[FEATURES]))
+    assert manifest["metrics"] == {"accuracy": pytest.approx(expected, abs=1e-12)}
+    assert manifest["evaluation"] == {"data": "held_out", "rows": 100, "source": "held_out.csv"}
+    assert manifest["typical_row"] == {"kind": "sample", "source": "train.csv"}
+
+    client = make_app(model_store=empty_store).test_client()
+    assert client.get("/v1/models/churn").get_json()["metrics_label"] == "measured on 100 held-out rows"
+    home = {model["name"]: model for model in client.get("/").get_json()["models"]}
+    assert home["churn"]["metrics_label"] == "measured on 100 held-out rows"
+
+
+def test_metrics_from_the_sample_are_labelled_as_such(
+    make_app: Callable[..., Flask], churn_store: Path, churn_frame: pd.DataFrame
+) -> None:
+    manifest = read_json(churn_store / "churn" / "1" / "model.json")
+    assert manifest["evaluation"] == {
+        "data": "sample",
+        "rows": len(churn_frame),
+        "source": "churn_sample.csv",
+    }
+    metadata = make_app(model_store=churn_store).test_client().get("/v1/models/churn").get_json()
+    assert metadata["metrics_label"] == (
+        "measured on the 300-row sample given when the model was added, which may include training rows"
+    )
+
+
+def test_eval_measures_a_regressor_fitted_on_arrays_without_a_sample(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """A model fitted on arrays has made-up feature names (x0, x1, ...): the file's columns go in order."""
+    frame = load_diabetes(as_frame=True).frame
+    train, test = frame.iloc[:300], frame.iloc[300:]
+    features = [column for column in frame.columns if column != "target"]
+    model = Ridge().fit(train[features].to_numpy(), train["target"])
+    artifact = tmp_path / "ridge.joblib"
+    joblib.dump(model, artifact)
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    result = invoke(
+        make_app(model_store=empty_store),
+        "add",
+        str(artifact),
+        "--name",
+        "ridge",
+        "--eval",
+        str(held_out),
+        "--target",
+        "target",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "ridge" / "1" / "model.json")
+    predicted = model.predict(test[features].to_numpy())
+    assert manifest["metrics"] == {
+        "r2": pytest.approx(r2_score(test["target"], predicted), abs=1e-12),
+        "mae": pytest.approx(mean_absolute_error(test["target"], predicted), abs=1e-12),
+    }
+    assert manifest["evaluation"] == {"data": "held_out", "rows": len(test), "source": "held_out.csv"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda frame: frame.drop(columns=["churned"]), "held_out.csv has no target column 'churned'"),
+        (
+            lambda frame: frame.drop(columns=["tenure"]),
+            "held_out.csv lacks the model's feature columns tenure",
+        ),
+        (
+            lambda frame: frame.assign(churned=frame["churned"].where(frame.index % 7 != 0)),
+            "has 15 empty cells",
+        ),
+        (
+            lambda frame: frame.assign(churned=frame["churned"].map({"yes": "Y", "no": "N"})),
+            "holds labels the model does not predict: N, Y (its classes: no, yes)",
+        ),
+        (lambda frame: frame.iloc[:0], "held_out.csv has no rows"),
+        (
+            lambda frame: frame.assign(tenure="long"),
+            "predicting the rows to measure metrics failed: ValueError:",
+        ),
+    ],
+    ids=["no-target", "missing-feature", "empty-labels", "unknown-labels", "no-rows", "not-numbers"],
+)
+def test_eval_refuses_a_file_that_does_not_fit(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_split: Any,
+    tmp_path: Path,
+    damage: Callable[[pd.DataFrame], pd.DataFrame],
+    message: str,
+) -> None:
+    """A held-out file that does not fit the model is a clear error (no traceback), and nothing is stored."""
+    _, artifact, sample, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    damage(test.reset_index(drop=True)).to_csv(held_out, index=False)
+    options = ["--sample", str(sample), "--eval", str(held_out), "--target", "churned"]
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert store_tree(empty_store) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--eval", "{held_out}"], "--eval needs --target"),
+        (["--target", "churned"], "--target needs --sample or --eval"),
+    ],
+)
+def test_eval_and_target_need_each_other(
+    make_app: Callable[..., Flask],
+    empty_store: Path,
+    churn_split: Any,
+    tmp_path: Path,
+    options: list[str],
+    message: str,
+) -> None:
+    _, artifact, _, test = churn_split
+    held_out = tmp_path / "held_out.csv"
+    test.to_csv(held_out, index=False)
+    options = [option.format(held_out=held_out) for option in options]
+    result = invoke(make_app(model_store=empty_store), "add", str(artifact), "--name", "churn", *options)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert store_tree(empty_store) == []
+
+
+def test_eval_refuses_a_file_that_is_not_csv(
+    make_app: Callable[..., Flask], empty_store: Path, churn_split: Any, tmp_path: Path
+) -> None:
+    _, artifact, _, _ = churn_split
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    result = invoke(
+        make_app(model_store=empty_store),
+        "add",
+        str(artifact),
+        "--name",
+        "churn",
+        "--eval",
+        str(empty),
+        "--target",
+        "churned",
+    )
+    assert result.exit_code == 1
+    assert f"{empty} cannot be read as a CSV file: No columns to parse from file" in result.output
+    assert store_tree(empty_store) == []

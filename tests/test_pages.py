@@ -17,11 +17,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from service import __version__
 from service.app import create_app
 from service.config import Settings
-from tests.helpers import MIXED_COLOURS, MIXED_MODEL, edit_manifest
+from tests.helpers import MIXED_COLOURS, MIXED_MODEL, edit_manifest, store_model
 
 # What a browser sends when it asks for a page.
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -410,3 +415,93 @@ def test_the_page_and_programs_share_one_prediction_route(client: FlaskClient) -
     script = client.get("/static/pages.js").get_data(as_text=True)
     assert script.count("fetch(") == 2  # one for a row, one for a file
     assert "fetch(predictUrl" in script and "fetch(csvUrl" in script
+
+
+# --- Where the typical row and the metrics come from --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unsampled(tmp_path_factory: pytest.TempPathFactory) -> tuple[FlaskClient, dict[str, Any]]:
+    """Two iris models added without a sample: a tree, which keeps no statistics of its inputs, and
+    a scaled logistic regression, whose scaler learned the means. (client, {name: estimator})."""
+    root = tmp_path_factory.mktemp("unsampled_store")
+    X, y = load_iris(return_X_y=True)
+    models = {
+        "tree": DecisionTreeClassifier(random_state=0).fit(X, y),
+        "scaled": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y),
+    }
+    for name, model in models.items():
+        store_model(root, model, name, "1")
+    built = create_app(Settings(model_store=root))
+    built.config["TESTING"] = True
+    return built.test_client(), models
+
+
+def test_the_page_says_where_its_typical_row_comes_from(client: FlaskClient) -> None:
+    _, page = get_page(client, "/models/iris")
+    assert "The form opens with a typical row of the training data" in page.words
+    assert "Reset to typical row" in page.words
+
+
+def test_without_a_typical_row_the_page_says_so(unsampled: tuple[FlaskClient, dict[str, Any]]) -> None:
+    client, _ = unsampled
+    _, page = get_page(client, "/models/tree")
+    assert "No typical row is known for this model" in page.words
+    assert "typical row of the" not in page.words
+    assert "Reset to placeholder values" in page.words
+
+
+def test_a_typical_row_learned_by_the_estimator_is_named(
+    unsampled: tuple[FlaskClient, dict[str, Any]],
+) -> None:
+    client, models = unsampled
+    _, page = get_page(client, "/models/scaled")
+    assert "The form opens with values the model learned in training: the means StandardScaler learned." in (
+        page.words
+    )
+    means = models["scaled"].named_steps["standardscaler"].mean_
+    for index, mean in enumerate(means):
+        _, box = feature_control(page, f"x{index}")
+        assert number(box["value"]) == pytest.approx(mean, rel=1e-5)
+
+
+def test_metrics_are_labelled_with_what_they_were_measured_on(client: FlaskClient) -> None:
+    _, home = get_page(client, "/")
+    listed = client.get("/", headers=JSON_CLIENT).get_json()["models"]
+    for model in listed:
+        test_rows = client.get(f"/v1/models/{model['name']}").get_json()["dataset"]["test_rows"]
+        label = f"measured on {test_rows} held-out rows"
+        assert model["metrics_label"] == label
+        assert client.get(f"/v1/models/{model['name']}").get_json()["metrics_label"] == label
+        _, page = get_page(client, f"/models/{model['name']}")
+        assert f"Metrics {label}." in page.words
+    assert home.words.count("Metrics measured on") == len(listed)
+    assert "Metrics measured on 38 held-out rows." in home.words  # iris: 150 rows, a quarter held out
+
+
+def test_metrics_measured_on_a_sample_say_it_and_unlabelled_metrics_claim_nothing(
+    store_path: Path, make_app: Callable[..., Flask]
+) -> None:
+    edit_manifest(store_path / "iris" / "1", evaluation={"data": "sample", "rows": 150, "source": "iris.csv"})
+    document = json.loads((store_path / "diabetes" / "1" / "model.json").read_text())
+    del document["evaluation"]
+    (store_path / "diabetes" / "1" / "model.json").write_text(json.dumps(document))
+    client = make_app(model_store=store_path).test_client()
+    label = "measured on the 150-row sample given when the model was added, which may include training rows"
+    assert client.get("/v1/models/iris").get_json()["metrics_label"] == label
+    _, iris = get_page(client, "/models/iris")
+    assert f"Metrics {label}." in iris.words
+
+    assert "metrics_label" not in client.get("/v1/models/diabetes").get_json()
+    _, diabetes = get_page(client, "/models/diabetes")
+    assert not diabetes.find(id="metrics-label")
+    assert f"{document['metrics']['r2']:.4g}" in diabetes.words  # shown, without a claim
+
+
+def test_where_a_typical_row_came_from_is_escaped(store_path: Path, make_app: Callable[..., Flask]) -> None:
+    """The source text comes from the estimator (class names in a pickle): it is shown, never run."""
+    hostile = '<img src=x onerror="alert(1)">'
+    edit_manifest(store_path / "iris" / "1", typical_row={"kind": "estimator", "source": hostile})
+    _, page = get_page(make_app(model_store=store_path).test_client(), "/models/iris")
+    assert f"learned in training: {hostile}." in page.words
+    assert not page.find("img", src="x")

@@ -71,7 +71,7 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FlaskClient]:
                           "colour": ["red", "red"], "maybe": [1.0, 2.0], "toggle": [True, False],
                           "shade": ["light", "dark"]})  # fmt: skip
     directory = store_model(root, DummyClassifier().fit(frame, ["a", "b"]), "every", "1", sample=frame)
-    edit_manifest(directory, features=manifest_features())
+    edit_manifest(directory, features=manifest_features(), typical_row=None)
     built = {}
     for policy in POLICIES:
         app: Flask = create_app(Settings(model_store=root, range_policy=policy))

@@ -96,6 +96,10 @@ def test_manifest_that_is_not_json(store_path: Path) -> None:
         ({"artifact": {"file": "model.joblib", "sha256": "0" * 64 + "\n"}}, "sha256"),
         ({"artifact": {"file": "..", "sha256": "0" * 64}}, "file"),
         ({"artifact": {"file": "model\u0000.joblib", "sha256": "0" * 64}}, "file"),
+        ({"evaluation": {"data": "training", "rows": 38}}, "evaluation"),
+        ({"evaluation": {"data": "held_out", "rows": 0}}, "evaluation"),
+        ({"metrics": {}}, "evaluation"),  # how metrics were measured, but no metrics
+        ({"typical_row": {"kind": "guess"}}, "typical_row"),
     ],
 )
 def test_malformed_manifest_names_the_field(store_path: Path, changes: dict[str, Any], field: str) -> None:
@@ -103,6 +107,34 @@ def test_malformed_manifest_names_the_field(store_path: Path, changes: dict[str,
     with pytest.raises(ManifestError) as caught:
         ModelStore(store_path).load("iris", "1")
     assert "malformed" in caught.value.reason and field in caught.value.reason
+
+
+def test_a_manifest_without_typical_row_or_evaluation_still_loads(store_path: Path) -> None:
+    """Both fields are optional: a manifest written before them loads, its metrics without a label."""
+    directory = store_path / "iris" / "1"
+    document = json.loads((directory / "model.json").read_text())
+    assert document["evaluation"] == {
+        "data": "held_out",
+        "rows": 38,
+        "source": "sklearn.datasets.load_iris: the rows held out by the split (seed 42)",
+    }
+    assert document["typical_row"]["kind"] == "training_data"
+    del document["evaluation"], document["typical_row"]
+    (directory / "model.json").write_text(json.dumps(document))
+    manifest = ModelStore(store_path).load("iris", "1").manifest
+    assert manifest.evaluation is None and manifest.typical_row is None
+    assert manifest.metrics and manifest.metrics_label is None
+    assert manifest.typical_row_known
+
+
+def test_a_typical_row_needs_every_typical_value(store_path: Path) -> None:
+    directory = store_path / "iris" / "1"
+    features = json.loads((directory / "model.json").read_text())["features"]
+    del features[2]["typical"]
+    edit_manifest(directory, features=features)
+    with pytest.raises(ManifestError) as caught:
+        ModelStore(store_path).load("iris", "1")
+    assert "typical_row" in caught.value.reason and "petal_length" in caught.value.reason
 
 
 def test_manifest_must_describe_its_own_directory(store_path: Path) -> None:

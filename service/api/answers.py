@@ -70,6 +70,12 @@ class ModelMetadataSchema(ManifestSchema):
     ready = fields.Boolean(required=True)
     error = fields.String()
     loaded_at = fields.String(metadata={"description": "When this process loaded the model (UTC)."})
+    metrics_label = fields.String(
+        metadata={
+            "description": "What the metrics were measured on, in words (from `evaluation`), e.g. "
+            "'measured on 38 held-out rows'."
+        }
+    )
     warnings = fields.List(
         fields.String(), metadata={"description": "Load warnings, e.g. version mismatches."}
     )

@@ -61,6 +61,8 @@ def describe(entry: ServedModel) -> dict[str, Any]:
         return served
     manifest = manifest_to_dict(entry.model.manifest)
     served.update(manifest)
+    if entry.model.manifest.metrics_label:
+        served["metrics_label"] = entry.model.manifest.metrics_label
     served.update(
         {
             "loaded_at": entry.model.loaded_at,

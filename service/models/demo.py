@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.models.introspect import describe_estimator
+from service.models.manifest import Evaluation, TypicalRow
 from service.models.store import ModelStore
 
 SEED = 42
@@ -145,6 +146,9 @@ def train(demo: Demo, store: ModelStore) -> Path:
         description=demo.description,
         notes=demo.descriptions,
         metrics=_metrics(estimator, X_test.to_numpy(), y_test),
+        evaluation=Evaluation(
+            "held_out", rows=len(X_test), source=f"{source}: the rows held out by the split (seed {SEED})"
+        ),
         dataset={
             "name": demo.name,
             "source": source,
@@ -153,6 +157,9 @@ def train(demo: Demo, store: ModelStore) -> Path:
             "test_rows": len(X_test),
             "split_seed": SEED,
         },
+    )
+    manifest = replace(
+        manifest, typical_row=TypicalRow("training_data", f"the {len(X_train)} training rows of {source}")
     )
     with tempfile.TemporaryDirectory() as scratch:
         artifact = Path(scratch) / "model.joblib"

@@ -3,6 +3,8 @@
 What the fitted estimator knows (task, classes, feature names and count, the
 categories its encoders learned) comes from the estimator; what only data can
 tell (types, ranges, typical values) comes from an optional sample of rows.
+Without a sample, typical values come from what the estimator learned about its
+inputs, where it learned something (``learned_rows``), and otherwise are unknown.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pandas.api import types as ptypes
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 
 from service.models.estimator_inputs import encoded_columns, nullable_columns
-from service.models.manifest import Artifact, Feature, Manifest
+from service.models.learned_rows import IGNORED, LearnedRow, learned_row
+from service.models.manifest import Artifact, Evaluation, Feature, Manifest, TypicalRow
 from service.models.shapes import IntrospectionError, class_labels, outputs_of, target_names, task_of
 from service.models.versions import runtime_versions
 
@@ -27,6 +30,9 @@ from service.models.versions import runtime_versions
 # value just past the training data is still accepted.
 RANGE_MARGIN = 0.1
 ARTIFACT_FILE = "model.joblib"
+# Rows of the sample that ``models add`` predicts to check a stored model: enough
+# to meet most of what a model can trip on, few enough to take no time.
+CHECK_ROWS = 100
 
 
 def _round_out(value: float, decimals: int, *, down: bool) -> float:
@@ -166,6 +172,15 @@ def feature_names_of(estimator: Any, sample: pd.DataFrame | None) -> list[str]:
     return [f"x{index}" for index in range(count)]
 
 
+def check_rows(manifest: Manifest, sample: pd.DataFrame, limit: int = CHECK_ROWS) -> list[dict[str, Any]]:
+    """The first ``limit`` complete rows of the sample, as a client would send them."""
+    rows = sample[list(manifest.feature_names)].dropna().head(limit)
+    for feature in manifest.features:
+        if feature.type == "category":  # the sample's categories were recorded as text
+            rows[feature.name] = rows[feature.name].astype(str)
+    return rows.to_dict("records")
+
+
 def _model_rows(estimator: Any, sample: pd.DataFrame) -> pd.DataFrame | np.ndarray:
     return sample if hasattr(estimator, "feature_names_in_") else sample.to_numpy()
 
@@ -175,7 +190,12 @@ def sample_metrics(
 ) -> dict[str, float]:
     """Accuracy (classifiers: for several targets, the share of rows with every target right),
     or R² and MAE (regressors: averaged over the targets)."""
-    predicted = estimator.predict(_model_rows(estimator, sample))
+    try:
+        predicted = estimator.predict(_model_rows(estimator, sample))
+    except Exception as error:  # the estimator's own words are what its author needs
+        raise IntrospectionError(
+            f"predicting the rows to measure metrics failed: {type(error).__name__}: {error}"
+        ) from None
     if task == "classification":
         if isinstance(target, pd.DataFrame):
             right = np.asarray(predicted, dtype=object) == target.to_numpy(dtype=object)
@@ -216,17 +236,22 @@ def describe_estimator(
     trained_at: str | None = None,
     notes: dict[str, tuple[str | None, str | None]] | None = None,
     metrics: dict[str, float] | None = None,
+    evaluation: Evaluation | None = None,
+    sample_name: str | None = None,
 ) -> Manifest:
     """A manifest for ``estimator``; the artifact hash is filled in when it is stored.
 
     ``target`` names the sample's column of true values, or several (a sequence,
     or comma-separated) for a multi-output model: they name its targets too.
     ``notes`` maps feature names to (description, unit); ``metrics``, when given,
-    are recorded as they are instead of being measured on the sample.
+    are recorded as they are (with ``evaluation``, how they were measured)
+    instead of being measured on the sample. ``sample_name`` names the sample
+    (its file) where the manifest says what came from it.
     """
     task = task_of(estimator)
     labels = None
     notes = notes or {}
+    typical_row = None
     target_columns = _target_columns(target, sample)
     if target_columns and task not in ("classification", "regression"):
         raise IntrospectionError(
@@ -246,12 +271,20 @@ def describe_estimator(
             )
             for n in names
         ]
+        typical_row = TypicalRow("sample", sample_name)
     else:
         categories = {name: column.categories for name, column in encoded_columns(estimator).items()}
         features = [
             Feature(n, "category", categories=categories[n]) if n in categories else Feature(n, "float")
             for n in names
         ]
+        learned = learned_row(estimator)
+        typical = None if learned is None else _typical_values(features, learned)
+        if typical is not None:
+            features = [
+                dataclasses.replace(f, typical=value) for f, value in zip(features, typical, strict=True)
+            ]
+            typical_row = TypicalRow("estimator", learned.source)
     features = with_input_handling(features, estimator, sample)
     first = None if sample is None else _model_rows(estimator, sample.iloc[:1])
 
@@ -262,6 +295,7 @@ def describe_estimator(
     targets = target_names(outputs, target_columns)
     if labels is not None and metrics is None:
         metrics = sample_metrics(estimator, task, sample, labels)
+        evaluation = Evaluation("sample", rows=len(sample), source=sample_name)
     classes = class_labels(estimator, outputs) if task == "classification" else None
     return Manifest(
         name=name,
@@ -274,6 +308,27 @@ def describe_estimator(
         classes=classes,
         targets=targets,
         metrics=metrics or {},
+        evaluation=evaluation if metrics else None,
         trained_at=trained_at or datetime.now(UTC).isoformat(timespec="seconds"),
         dataset=dataset or {},
+        typical_row=typical_row,
     )
+
+
+def _typical_values(features: list[Feature], learned: LearnedRow) -> list[Any] | None:
+    """The learned row as valid values of ``features``; None if any value does not fit its feature."""
+    if len(learned.values) != len(features):
+        return None
+    values = []
+    for feature, value in zip(features, learned.values, strict=True):
+        if value is IGNORED:
+            values.append(feature.example_value())
+        elif feature.type == "category":
+            if str(value) not in (feature.categories or ()):
+                return None
+            values.append(str(value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            values.append(float(value))
+        else:
+            return None
+    return values

@@ -29,6 +29,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from service.errors import listing
+
 MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
 FEATURE_TYPES = ("float", "int", "category", "bool")
@@ -39,6 +41,12 @@ MISSING_VALUES = ("nan", "none")
 TASKS = ("classification", "regression", "outlier_detection", "clustering")
 # Tasks whose models may predict several outputs per row, each named by a target.
 MULTI_OUTPUT_TASKS = ("classification", "regression")
+# What a manifest's metrics were measured on: rows held out from training, or
+# the sample given to ``models add`` (which may include training rows).
+EVALUATION_DATA = ("held_out", "sample")
+# Where the features' typical values came from: the training rows, the sample
+# given to ``models add``, or what the fitted estimator learned (a scaler's means).
+TYPICAL_ROW_KINDS = ("training_data", "sample", "estimator")
 # Names become URL path segments and directory names: keep them boring. Match
 # it with ``fullmatch`` only: ``$`` also matches before a final newline, so
 # ``.match`` takes 'nl\n'. The ``^...$`` form is kept for the OpenAPI document,
@@ -140,6 +148,33 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """How the manifest's metrics were measured."""
+
+    data: str  # one of EVALUATION_DATA
+    rows: int
+    source: str | None = None  # a file name or a description of the rows
+
+    @property
+    def label(self) -> str:
+        """What the metrics are worth, in words shown next to them."""
+        if self.data == "held_out":
+            return f"measured on {self.rows:,} held-out row{'' if self.rows == 1 else 's'}"
+        return (
+            f"measured on the {self.rows:,}-row sample given when the model was added, "
+            "which may include training rows"
+        )
+
+
+@dataclass(frozen=True)
+class TypicalRow:
+    """Where the features' ``typical`` values came from."""
+
+    kind: str  # one of TYPICAL_ROW_KINDS
+    source: str | None = None  # the sample's file name, or what the estimator learned
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     version: str
@@ -154,6 +189,8 @@ class Manifest:
     dataset: dict[str, Any] = field(default_factory=dict)
     description: str | None = None
     targets: tuple[str, ...] | None = None  # the outputs' names, for a model with several
+    evaluation: Evaluation | None = None
+    typical_row: TypicalRow | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -164,6 +201,16 @@ class Manifest:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(feature.name for feature in self.features)
+
+    @property
+    def typical_row_known(self) -> bool:
+        """True when every feature has a typical value, so the example row is not made up."""
+        return all(feature.typical is not None for feature in self.features)
+
+    @property
+    def metrics_label(self) -> str | None:
+        """What the metrics were measured on, when the manifest says (older ones do not)."""
+        return self.evaluation.label if self.evaluation is not None and self.metrics else None
 
     def example_row(self) -> dict[str, Any]:
         return {feature.name: feature.example_value() for feature in self.features}
@@ -185,20 +232,43 @@ class _ArtifactSchema(Schema):
         return Artifact(**data)
 
 
-class _LimitsSchema(Schema):
+class _SmallObject(Schema):
+    """A small object of a manifest: unknown keys refused, unset ones left out when written."""
+
     class Meta:
         unknown = RAISE
-
-    min = fields.Float(load_default=None, allow_none=True)
-    max = fields.Float(load_default=None, allow_none=True)
 
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {key: value for key, value in data.items() if value is not None}
 
+
+class _LimitsSchema(_SmallObject):
+    min = fields.Float(load_default=None, allow_none=True)
+    max = fields.Float(load_default=None, allow_none=True)
+
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> tuple[float | None, float | None]:
         return (data["min"], data["max"])
+
+
+class _EvaluationSchema(_SmallObject):
+    data = fields.String(required=True, validate=validate.OneOf(EVALUATION_DATA))
+    rows = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    source = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> Evaluation:
+        return Evaluation(**data)
+
+
+class _TypicalRowSchema(_SmallObject):
+    kind = fields.String(required=True, validate=validate.OneOf(TYPICAL_ROW_KINDS))
+    source = fields.String(load_default=None, allow_none=True)
+
+    @post_load
+    def _build(self, data: dict[str, Any], **_: Any) -> TypicalRow:
+        return TypicalRow(**data)
 
 
 class FeatureSchema(Schema):
@@ -296,8 +366,10 @@ class ManifestSchema(Schema):
     targets = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), load_default=None, allow_none=True
     )
+    typical_row = fields.Nested(_TypicalRowSchema, load_default=None, allow_none=True)
     classes = fields.List(fields.Raw(), load_default=None, allow_none=True)
     metrics = fields.Dict(keys=fields.String(), values=fields.Float(), load_default=dict)
+    evaluation = fields.Nested(_EvaluationSchema, load_default=None, allow_none=True)
     trained_at = fields.String(load_default=None, allow_none=True)
     dataset = fields.Dict(keys=fields.String(), load_default=dict)
 
@@ -332,6 +404,13 @@ class ManifestSchema(Schema):
                     _check_labels(labels, minimum=1)
         elif classes is not None:
             raise ValidationError("only classifiers have classes", "classes")
+        if data.get("evaluation") is not None and not data.get("metrics"):
+            raise ValidationError("says how metrics were measured, but there are no metrics", "evaluation")
+        untypical = [feature.name for feature in data.get("features", []) if feature.typical is None]
+        if data.get("typical_row") is not None and untypical:
+            raise ValidationError(
+                f"says where typical values came from, but {listing(untypical)} have none", "typical_row"
+            )
 
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

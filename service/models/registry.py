@@ -24,7 +24,7 @@ from service.errors import (
 )
 from service.models.core import validated
 from service.models.json_rows import JsonRows
-from service.models.loaded import LoadedModel, Prediction
+from service.models.loaded import LoadedModel
 from service.models.store import ModelStore, bounded
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,36 @@ class ModelRegistry:
         return [entry for entry in self.entries() if not entry.ready]
 
 
-def warm_up(model: LoadedModel) -> Prediction:
-    """Predict the manifest's example row through the same rules and call as a request."""
-    return model.predict(validated(model.rules, JsonRows([model.manifest.example_row()], many=False)))
+def prediction_problem(error: InvalidInput | PredictionFailed) -> str:
+    """Why rows could not be predicted, in the estimator's own words (what its author needs)."""
+    if isinstance(error, InvalidInput):
+        return f"invalid input: {json.dumps(error.errors)}"
+    cause = error.__cause__
+    return f"{type(cause).__name__}: {cause}"
+
+
+def warm_up(model: LoadedModel) -> None:
+    """Predict the manifest's example row through the same rules and call as a request.
+
+    A typical row (from data, or from what the estimator learned) must predict:
+    else raises ``ModelLoadError``. Without one the row is made up (zeros, first
+    categories), and a sound model may fail on it (a radius-neighbours model
+    finds no neighbour near zeros), so that failure becomes a load warning and
+    the model serves.
+    """
+    manifest = model.manifest
+    try:
+        model.predict(validated(model.rules, JsonRows([manifest.example_row()], many=False)))
+    except (InvalidInput, PredictionFailed) as error:
+        if manifest.typical_row_known:
+            reason = f"predicting its typical row failed: {prediction_problem(error)}"
+            raise ModelLoadError(model.name, model.version, reason) from error
+        note = bounded(
+            "predicting a made-up example row (no typical row is known) failed, and the model is served "
+            f"anyway, as a sound model can fail on made-up values: {prediction_problem(error)}"
+        )
+        log.warning("model %s version %s: %s", model.name, model.version, note)
+        model.warnings = (*model.warnings, note)
 
 
 def load_served_model(
@@ -89,14 +116,7 @@ def load_served_model(
     try:
         version = store.resolve(name, pinned)
         model = store.load(name, version, strict_versions=strict_versions, range_policy=range_policy)
-        try:
-            warm_up(model)
-        except InvalidInput as error:
-            raise ModelLoadError(
-                name, version, f"the manifest's example row is invalid: {json.dumps(error.errors)}"
-            ) from error
-        except PredictionFailed as error:
-            raise ModelLoadError(name, version, f"warm-up prediction failed: {error.__cause__!r}") from error
+        warm_up(model)
     except ModelLoadError as error:
         reason = bounded(error.detail)
         log.error("not serving model: %s", reason)

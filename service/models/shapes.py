@@ -115,10 +115,8 @@ def outputs_of(estimator: Any, task: str, predict_one: Callable[[], Any] | None)
         return 1
     try:
         answer = np.asarray(predict_one())
-    except Exception as error:
-        raise IntrospectionError(
-            f"predicting one row of the sample failed: {type(error).__name__}: {error}"
-        ) from None
+    except Exception:  # the check after adding predicts the sample again and quotes the estimator
+        return 1
     return 1 if answer.ndim < 2 else int(answer.shape[1])
 
 

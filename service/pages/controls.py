@@ -58,6 +58,34 @@ def csv_outputs(manifest: Manifest, has_probabilities: bool) -> tuple[list[str],
     return ["prediction"], "the predicted class"
 
 
+# How the form introduces the row it opens with, by where the typical values came from.
+_TYPICAL_ROW_TEXTS = {
+    "training_data": "The form opens with a typical row of the training data: each feature's median or most "
+    "frequent value.",
+    "sample": "The form opens with a typical row of the sample given when the model was added: each "
+    "feature's median or most frequent value.",
+}
+
+
+def typical_row_note(manifest: Manifest) -> dict[str, Any]:
+    """Whether a typical row is known, and the sentence that says where the form's row comes from."""
+    if not manifest.typical_row_known:
+        text = (
+            "No typical row is known for this model: it was added without a sample, and it keeps no "
+            "statistics of its inputs. The form opens with placeholder values (zero, or the first "
+            "category), which may be nothing like real data."
+        )
+        return {"known": False, "text": text}
+    origin = manifest.typical_row
+    if origin is None:  # a manifest written before it said where its typical values came from
+        text = "The form opens with the typical row recorded in the model's manifest."
+    elif origin.kind == "estimator":
+        text = f"The form opens with values the model learned in training: {origin.source}."
+    else:
+        text = _TYPICAL_ROW_TEXTS[origin.kind]
+    return {"known": True, "text": text}
+
+
 def date(timestamp: str | None) -> str | None:
     """The date part of an ISO 8601 timestamp, which is how a person reads it."""
     return timestamp[:10] if timestamp else None

@@ -28,7 +28,7 @@ from service.api.openapi import documented
 from service.errors import ModelNotFound
 from service.models import ServedModel
 from service.models.manifest import TASKS, Manifest
-from service.pages.controls import control, csv_outputs, date, headline, task_label
+from service.pages.controls import control, csv_outputs, date, headline, task_label, typical_row_note
 from service.state import state
 
 SERVICE_NAME = "scikit-learn model service"
@@ -80,6 +80,7 @@ class _HomeModelSchema(Schema):
     task = fields.String(validate=validate.OneOf(TASKS))
     description = fields.String(allow_none=True)
     metrics = fields.Dict(keys=fields.String(), values=fields.Float())
+    metrics_label = fields.String(metadata={"description": "What the metrics were measured on, in words."})
     trained_at = fields.String(allow_none=True)
     error = fields.String(metadata={"description": "Why the model is not ready."})
     links = fields.Nested(_HomeModelLinksSchema, required=True)
@@ -172,6 +173,7 @@ def model_page(name: str) -> dict[str, Any] | Response:
         added_columns=added_columns,
         added_meaning=added_meaning,
         headline=headline(manifest.metrics, limit=None),
+        typical_row=typical_row_note(manifest),
         date=date(manifest.trained_at),
         predict_url=url_for("predict.predict", name=name),
         csv_url=f"/v1/models/{name}/predict/csv",
@@ -220,6 +222,8 @@ def _home_model(entry: ServedModel) -> dict[str, Any]:
                 "trained_at": manifest.trained_at,
             }
         )
+        if manifest.metrics_label:
+            model["metrics_label"] = manifest.metrics_label
     if entry.error:
         model["error"] = entry.error
     model["links"] = {

@@ -738,7 +738,7 @@
     }
   });
 
-  // The form opens with the typical row: show its prediction straight away.
+  // Show the prediction for the row the form opens with straight away.
   syncSliders();
   predict();
 })();
