@@ -5,8 +5,9 @@ zeros, fractions for integers, booleans, category strings with commas, quotes an
 line breaks), each of the three accepts exactly the same rows and, for a refused
 row, names exactly the same fields:
 
-- the v1 JSON route, ``{"instances": rows}``;
-- the CSV route, the same rows as text cells (one model call per chunk);
+- the v1 JSON route, ``{"instances": rows}``, all or nothing and with ``on_error=row``;
+- the CSV route, the same rows as text cells (one model call per chunk), all or
+  nothing (``on_error=fail``) and streamed with each bad row's error in place;
 - the row schema (``RuleSet.row_schema``) that documents a row in OpenAPI.
 
 The model ignores its input (a prior), so every row the rules pass is predicted.
@@ -108,8 +109,21 @@ def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[i
     }
 
 
-def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    lines, line = [], 2  # the header is line 1; a quoted cell may hold line breaks
+def json_row_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """The batch route with on_error=row: the refused fields, and null for exactly those rows."""
+    response = client.post("/v1/models/every/predict/batch?on_error=row", json={"instances": rows})
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    found = {(int(index), field) for index, fields in answer.get("errors", {}).items() for field in fields}
+    assert [index for index, value in enumerate(answer["predictions"]) if value is None] == sorted(
+        {index for index, _ in found}
+    )
+    return found
+
+
+def csv_file(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    """The rows as a CSV file, and the line each starts on (a quoted cell may hold line breaks)."""
+    lines, line = [], 2  # the header is line 1
     text = ",".join(NAMES) + "\n"
     for row in rows:
         written = io.StringIO()
@@ -117,7 +131,15 @@ def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[in
         lines.append(line)
         line += written.getvalue().count("\n")
         text += written.getvalue()
-    response = client.post("/v1/models/every/predict/csv", data=text.encode(), content_type="text/csv")
+    return text, lines
+
+
+def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """The CSV route with on_error=fail: a 422 naming each bad field by line, or every row predicted."""
+    text, lines = csv_file(rows)
+    response = client.post(
+        "/v1/models/every/predict/csv?on_error=fail", data=text.encode(), content_type="text/csv"
+    )
     if response.status_code == 200:
         answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
         assert len(answer) == len(rows) and all(record["error"] == "" for record in answer)
@@ -126,6 +148,20 @@ def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[tuple[in
     errors = response.get_json()["errors"]
     index = {f"line {line}": row for row, line in enumerate(lines)}
     return {(index[line], field) for line, fields in errors.items() for field in fields}
+
+
+def csv_row_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[int]:
+    """The CSV route's streamed answer: the rows answered with an error (on their line) and no prediction."""
+    text, lines = csv_file(rows)
+    response = client.post("/v1/models/every/predict/csv", data=text.encode(), content_type="text/csv")
+    assert response.status_code == 200, response.get_json()
+    answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(answer) == len(rows)
+    bad = {index for index, record in enumerate(answer) if record["error"]}
+    for index, record in enumerate(answer):
+        assert record["error"].startswith(f"line {lines[index]}: ") == (index in bad)
+        assert (record["prediction"] == "") == (index in bad)
+    return bad
 
 
 def schema_verdict(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
@@ -149,14 +185,16 @@ def test_json_csv_and_schema_accept_and_refuse_the_same_rows(
 ) -> None:
     expected = schema_verdict(rows)
     assert json_verdict(client, rows) == expected
+    assert json_row_verdict(client, rows) == expected
     assert csv_verdict(client, rows) == expected
+    assert csv_row_verdict(client, rows) == {index for index, _ in expected}
 
 
 def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClient) -> None:
     """``count`` has max 2**53: 2**53 + 1 reads as the float 2**53, yet is past the bound (a fixed drift)."""
     header = ",".join(NAMES)
     over = client.post(
-        "/v1/models/every/predict/csv",
+        "/v1/models/every/predict/csv?on_error=fail",
         data=f"{header}\n0.5,{2**53 + 1},1,true,red\n".encode(),
         content_type="text/csv",
     )

@@ -82,12 +82,14 @@ def metadata_schema() -> ModelMetadataSchema:
     )
 
 
-def _label_field(model: LoadedModel) -> fields.Field:
+def _label_field(model: LoadedModel, *, allow_none: bool = False) -> fields.Field:
     manifest = model.manifest
     if manifest.task == "regression":
-        return fields.Float(metadata={"description": "The predicted value."})
+        return fields.Float(allow_none=allow_none, metadata={"description": "The predicted value."})
     return fields.Raw(
-        validate=validate.OneOf(manifest.classes), metadata={"description": "The predicted class."}
+        allow_none=allow_none,
+        validate=validate.OneOf(manifest.classes),
+        metadata={"description": "The predicted class."},
     )
 
 
@@ -109,11 +111,28 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     }
     single: dict[str, fields.Field] = {**common, "prediction": _label_field(model)}
     single["prediction"].required = True
-    many: dict[str, fields.Field] = {**common, "predictions": fields.List(_label_field(model), required=True)}
+    # With on_error=row, an invalid row's entries are null and ``errors`` says why.
+    many: dict[str, fields.Field] = {
+        **common,
+        "predictions": fields.List(_label_field(model, allow_none=True), required=True),
+        "errors": fields.Dict(
+            keys=fields.String(),
+            values=fields.Dict(keys=fields.String(), values=fields.List(fields.String())),
+            metadata={
+                "description": "With `on_error=row`, when some row is invalid: its bad fields by row "
+                'index (`{"3": {"petal_width": ["Not a valid number."]}}`), at most 100 fields.'
+            },
+        ),
+        "errors_omitted": fields.Integer(
+            metadata={
+                "description": "With `on_error=row`: bad fields found beyond the 100 listed in `errors`."
+            }
+        ),
+    }
     if model.has_probabilities:
         probabilities = _probabilities_schema(model)
         single["probabilities"] = fields.Nested(probabilities, required=True)
-        many["probabilities"] = fields.List(fields.Nested(probabilities), required=True)
+        many["probabilities"] = fields.List(fields.Nested(probabilities, allow_none=True), required=True)
     return (
         Schema.from_dict(single, name=f"{model.name}.Prediction"),
         Schema.from_dict(many, name=f"{model.name}.Predictions"),

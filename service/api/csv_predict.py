@@ -16,8 +16,11 @@ from werkzeug.wsgi import wrap_file
 
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
 from service.api.openapi import documented
+from service.api.problems import INTERNAL_ERROR, problem_type
+from service.api.query import CsvQuery, on_error
+from service.api.streaming import streamed
+from service.csv_files.answering import score_all_or_nothing, start_stream
 from service.csv_files.reading import READ_SIZE
-from service.csv_files.scoring import score_file
 from service.errors import (
     InvalidInput,
     MalformedRequest,
@@ -50,6 +53,7 @@ bp = Blueprint("csv_predict", __name__)
         ModelNotReady,
     ),
     parameters={"name": {"examples": ["iris"]}},
+    query=CsvQuery,
     request_body={
         "required": True,
         "content": {
@@ -95,23 +99,48 @@ def predict_csv(name: str) -> Response:
     is, a header that is not UTF-8 a 400, a header over `SERVICE_MAX_CSV_COLUMNS`
     columns (default 1,000) or an upload over the limit a 413: never a truncated
     answer."""
+    mode = on_error(request, csv=True)
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     body = UploadBody(request, current.settings.max_upload_bytes)
+    headers = {"Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"'}
+    if mode == "fail":
+        try:
+            with current.core.request(model, g.request_id) as scoring:
+                spool = score_all_or_nothing(
+                    scoring, open_source(request, body), current.settings.max_csv_columns
+                )
+        finally:
+            body.drain()  # so that a client still sending sees this answer, not a reset
+        content = spool.content()
+        return Response(
+            content
+            if isinstance(content, bytes)
+            else wrap_file(request.environ, content, buffer_size=READ_SIZE),
+            mimetype=CSV_MEDIA_TYPE,
+            headers={**headers, "Content-Length": str(spool.size)},
+            direct_passthrough=True,
+        )
+    scoring = current.core.request(model, g.request_id)
     try:
-        with current.core.request(model, g.request_id) as scoring:
-            spool = score_file(scoring, open_source(request, body), current.settings.max_csv_columns)
-    finally:
-        body.drain()  # so that a client still sending sees this answer, not a reset
-    content = spool.content()
-    return Response(
-        content if isinstance(content, bytes) else wrap_file(request.environ, content, buffer_size=READ_SIZE),
-        mimetype=CSV_MEDIA_TYPE,
-        headers={
-            "Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"',
-            "Content-Length": str(spool.size),
-        },
-        direct_passthrough=True,
-    )
+        chunks = start_stream(
+            scoring, open_source(request, body), current.settings.max_csv_columns, on_stopped=_count_stop
+        )
+    except BaseException:
+        body.drain()
+        scoring.close()
+        raise
+
+    def end() -> None:
+        body.drain()  # a client still sending (the answer stopped early) gets the whole answer, not a reset
+        scoring.close()
+
+    # No Content-Length: the server sends it chunked (HTTP/1.1), as it is made.
+    return Response(streamed(chunks, end), mimetype=CSV_MEDIA_TYPE, headers=headers, direct_passthrough=True)
+
+
+def _count_stop(error: Exception) -> None:
+    """An answer cut short counts as an error answer of the fault's problem type (metrics, log)."""
+    g.problem_type = (problem_type(type(error)) or INTERNAL_ERROR).slug
