@@ -22,10 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -320,3 +321,62 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=STOP_TIMEOUT)
         return self.proc.returncode
+
+
+# --- A client that reads while it sends ------------------------------------------------------
+
+
+class DuplexUpload:
+    """POST a body as it is made (chunked), sent from a thread while the caller reads the answer.
+
+    A server that streams its answer while it still reads the upload needs a client
+    that does both at once (curl does; ``requests`` and ``urllib`` send the whole body
+    before they read a byte). ``pieces`` is iterated on the sending thread; ``sent``
+    counts the body's bytes sent so far and ``done_sending`` is set once the last
+    chunk has gone. Use it as a context manager: leaving it closes the connection and
+    waits for the sender.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        pieces: Iterator[bytes],
+        content_type: str = "text/csv",
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self._pieces = pieces
+        self.sent = 0
+        self.send_error: BaseException | None = None
+        self.done_sending = threading.Event()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        self._sock.sendall(head.encode("latin-1"))
+        self._sender = threading.Thread(target=self._send, name="duplex-upload", daemon=True)
+        self._sender.start()
+        self.response = http.client.HTTPResponse(self._sock)
+
+    def _send(self) -> None:
+        try:
+            for piece in self._pieces:
+                if piece:
+                    self._sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.sent += len(piece)
+            self._sock.sendall(b"0\r\n\r\n")
+        except OSError as error:  # the server closed the connection: the answer says why
+            self.send_error = error
+        finally:
+            self.done_sending.set()
+
+    def __enter__(self) -> Self:
+        self.response.begin()  # the status line and headers
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._sender.join(timeout=STOP_TIMEOUT)

@@ -21,7 +21,6 @@ this script, to compare before and after on the same machine.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import signal
@@ -37,7 +36,7 @@ if __package__ in (None, ""):
 
 from bench.procs import Server, start_service
 from bench.runner import ensure_demo_models
-from local_gunicorn import REPO_ROOT, status_value
+from local_gunicorn import REPO_ROOT, DuplexUpload, status_value
 
 MIB = 1024 * 1024
 IRIS_HEADER = b"sepal_length,sepal_width,petal_length,petal_width"
@@ -58,19 +57,13 @@ class Outcome:
 
 
 def _post(server: Server, path: str, body: Iterable[bytes], content_type: str) -> tuple[int, int]:
-    """POST a body sent chunked as it is made; (status, answer bytes), the answer read as it comes."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    try:
-        conn.request(
-            "POST", path, body=iter(body), headers={"Content-Type": content_type}, encode_chunked=True
-        )
-        response = conn.getresponse()
+    """POST a body sent chunked as it is made; (status, answer bytes), the answer read while the
+    body is still being sent (a CSV answer streams back as the file is scored)."""
+    with DuplexUpload(server.port, path, iter(body), content_type, timeout=600) as upload:
         size = 0
-        while piece := response.read(1 << 16):
+        while piece := upload.response.read(1 << 16):
             size += len(piece)
-        return response.status, size
-    finally:
-        conn.close()
+        return upload.response.status, size
 
 
 def _repeat(head: bytes, piece: bytes, size: int, tail: bytes = b"") -> Iterator[bytes]:

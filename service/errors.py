@@ -50,12 +50,14 @@ class InvalidInput(ServiceError):
 
     ``errors`` names each bad field (keyed by row index first for batches), at
     most ``MAX_LISTED_ERRORS`` of them in order; ``omitted`` counts the bad
-    fields found beyond those.
+    fields found beyond those, including ``omitted`` more that the caller found
+    but did not keep (a file read chunk by chunk keeps only the first ones).
     """
 
-    def __init__(self, detail: str, errors: Mapping[str, Any] | None = None) -> None:
-        self.errors, listed, total = _first_errors(errors or {}, MAX_LISTED_ERRORS)
-        self.omitted = total - listed
+    def __init__(self, detail: str, errors: Mapping[str, Any] | None = None, *, omitted: int = 0) -> None:
+        self.errors, self.omitted = first_errors(errors or {})
+        self.omitted += omitted
+        listed = count_fields(self.errors)
         if self.omitted:
             detail += f" The first {listed} bad fields are listed in 'errors'; {self.omitted} more are not."
         super().__init__(detail)
@@ -71,6 +73,17 @@ class UnreadableFile(InvalidInput):
         )
         self.line = line
         self.message = message
+
+
+def first_errors(errors: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """(the first ``MAX_LISTED_ERRORS`` fields of ``errors``, how many more there are)."""
+    kept, listed, total = _first_errors(errors, MAX_LISTED_ERRORS)
+    return kept, total - listed
+
+
+def count_fields(errors: Mapping[str, Any]) -> int:
+    """The fields in ``errors``: keys whose value is a list of messages, however deep."""
+    return sum(count_fields(value) if isinstance(value, dict) else 1 for value in errors.values())
 
 
 def _first_errors(errors: Mapping[str, Any], budget: int) -> tuple[dict[str, Any], int, int]:

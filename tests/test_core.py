@@ -101,6 +101,7 @@ def test_csv_audit_lines_carry_each_rows_index_within_the_whole_file(
         headers={"X-Request-ID": "file-1"},
     )
     assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_data().count(b"\r\n") == 26  # the streamed answer, read to its end
     app.extensions["service"].audit.close()
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert {record["request_id"] for record in records} == {"file-1"}

@@ -41,20 +41,22 @@ GOOD_ROW = "5.1,3.5,1.4,0.2"
 # --- Helpers ----------------------------------------------------------------------
 
 
-def csv_path(name: str = "iris") -> str:
-    return f"/v1/models/{name}/predict/csv"
+def csv_path(name: str = "iris", on_error: str | None = None) -> str:
+    return f"/v1/models/{name}/predict/csv" + (f"?on_error={on_error}" if on_error else "")
 
 
-def post_csv(client: FlaskClient, text: str | bytes, name: str = "iris", **kwargs: Any) -> Any:
+def post_csv(
+    client: FlaskClient, text: str | bytes, name: str = "iris", on_error: str | None = None, **kwargs: Any
+) -> Any:
     data = text.encode("utf-8") if isinstance(text, str) else text
     kwargs.setdefault("content_type", "text/csv")
-    return client.post(csv_path(name), data=data, **kwargs)
+    return client.post(csv_path(name, on_error), data=data, **kwargs)
 
 
-def post_chunked(client: FlaskClient, data: bytes, name: str = "iris") -> Any:
+def post_chunked(client: FlaskClient, data: bytes, name: str = "iris", on_error: str | None = None) -> Any:
     """A body without Content-Length, as a WSGI server hands over a chunked upload."""
     return client.post(
-        csv_path(name),
+        csv_path(name, on_error),
         input_stream=io.BytesIO(data),
         headers={"Content-Type": "text/csv", "Transfer-Encoding": "chunked"},
         environ_overrides={"wsgi.input_terminated": True},
@@ -207,7 +209,9 @@ def test_quoted_cells_are_passed_through_and_lines_counted(client: FlaskClient) 
     assert [record["note"] for record in answer] == ["hello, world", 'two\nlines, "quoted"', "plain"]
     assert [record["prediction"] for record in answer] == ["setosa", "virginica", "setosa"]
     # Row 3 starts on line 5: the quoted cell of row 2 holds a line break.
-    body = assert_problem(post_csv(client, text.replace("3,plain,5.1", "3,plain,wide")), 422)
+    bad = text.replace("3,plain,5.1", "3,plain,wide")
+    assert answer_records(post_csv(client, bad))[2]["error"] == "line 5: sepal_length: Not a valid number."
+    body = assert_problem(post_csv(client, bad, on_error="fail"), 422)
     assert body["errors"] == {"line 5": {"sepal_length": ["Not a valid number."]}}
 
 
@@ -307,14 +311,17 @@ def test_refused_cells_get_the_json_api_messages(
 ) -> None:
     good = {"size": "5.5", "count": "3", "flag": "true", "colour": "red"}
     row = {**good, feature: cell}
-    body = assert_problem(
-        post_csv(mixed_client, MIXED_HEADER + "\n" + ",".join(row.values()) + "\n", name="mixed"), 422
-    )
+    text = MIXED_HEADER + "\n" + ",".join(row.values()) + "\n"
+    body = assert_problem(post_csv(mixed_client, text, name="mixed", on_error="fail"), 422)
     json_row = {"size": "5.5", "count": "3", "flag": "true", "colour": '"red"', feature: json_value}
     data = "{" + ", ".join(f'"{name}": {value}' for name, value in json_row.items()) + "}"
     reference = mixed_client.post("/v1/models/mixed/predict", data=data, content_type="application/json")
     assert reference.status_code == 422
     assert body["errors"] == {"line 2": {feature: reference.get_json()["errors"][feature]}}
+    # The streamed answer words the same fault in the row's error cell.
+    (record,) = answer_records(post_csv(mixed_client, text, name="mixed"))
+    assert record["error"] == f"line 2: {feature}: {' '.join(reference.get_json()['errors'][feature])}"
+    assert record["prediction"] == ""
 
 
 @pytest.mark.parametrize(
@@ -331,18 +338,35 @@ def test_accepted_cells(mixed_client: FlaskClient, feature: str, cell: str) -> N
 
 
 def test_empty_cells_are_missing_values(mixed_client: FlaskClient) -> None:
-    body = assert_problem(post_csv(mixed_client, MIXED_HEADER + "\n,,,\n", name="mixed"), 422)
+    body = assert_problem(
+        post_csv(mixed_client, MIXED_HEADER + "\n,,,\n", name="mixed", on_error="fail"), 422
+    )
     assert body["errors"] == {
         "line 2": {feature: ["Missing value: the cell is empty."] for feature in MIXED_HEADER.split(",")}
     }
 
 
-# --- Bad rows: 422 in the first chunk, the error column after it --------------------------
+# --- Bad rows: in the error column by default, a 422 with on_error=fail --------------------
 
 
-def test_bad_rows_in_the_first_chunk_are_a_422_by_line(client: FlaskClient) -> None:
+def test_bad_rows_in_the_first_chunk_are_answered_in_place(client: FlaskClient) -> None:
     text = iris_file(20, {4: "2,5.1,wide,1.4,0.2", 9: "7,5.1,3.5,x,nan"})
-    body = assert_problem(post_csv(client, text), 422)
+    answer = answer_records(post_csv(client, text))
+    assert len(answer) == 20
+    errors = {index: record["error"] for index, record in enumerate(answer) if record["error"]}
+    assert errors == {
+        2: "line 4: sepal_width: Not a valid number.",
+        7: "line 9: petal_length: Not a valid number.; "
+        "petal_width: Special numeric values (nan or infinity) are not permitted.",
+    }
+    for index, record in enumerate(answer):
+        outputs = [record[column] for column in IRIS_OUTPUT[:-2]]
+        assert (outputs == [""] * 4) if index in errors else (record["prediction"] == "setosa")
+
+
+def test_on_error_fail_refuses_the_file_with_a_422_by_line(client: FlaskClient) -> None:
+    text = iris_file(20, {4: "2,5.1,wide,1.4,0.2", 9: "7,5.1,3.5,x,nan"})
+    body = assert_problem(post_csv(client, text, on_error="fail"), 422)
     assert body["type"] == "/problems/invalid-input"
     assert body["errors"] == {
         "line 4": {"sepal_width": ["Not a valid number."]},
@@ -351,45 +375,62 @@ def test_bad_rows_in_the_first_chunk_are_a_422_by_line(client: FlaskClient) -> N
             "petal_width": ["Special numeric values (nan or infinity) are not permitted."],
         },
     }
-    assert body["detail"].startswith("2 of the first 20 rows are invalid")
+    assert body["detail"].startswith("2 of the 20 rows are invalid")
+    good = post_csv(client, iris_file(20), on_error="fail")
+    assert good.headers["Content-Length"] == str(len(good.get_data()))  # sent whole, once scored
+    assert good.get_data() == post_csv(client, iris_file(20)).get_data()
 
 
-def test_a_422_lists_at_most_a_hundred_bad_fields_then_counts_the_rest(client: FlaskClient) -> None:
+def test_on_error_fail_lists_at_most_a_hundred_bad_fields_then_counts_the_rest(client: FlaskClient) -> None:
     one_bad_field = iris_file(200, {line: f"{line},x,3.5,1.4,0.2" for line in range(2, 152)})
-    body = assert_problem(post_csv(client, one_bad_field), 422)
+    body = assert_problem(post_csv(client, one_bad_field, on_error="fail"), 422)
     assert list(body["errors"]) == [f"line {line}" for line in range(2, 102)]
     assert body["errors_omitted"] == 50
-    assert "150 of the first 200 rows" in body["detail"] and "50 more are not" in body["detail"]
+    assert "150 of the 200 rows" in body["detail"] and "50 more are not" in body["detail"]
 
     two_bad_fields = iris_file(100, {line: f"{line},x,3.5,1.4,y" for line in range(2, 62)})
-    body = assert_problem(post_csv(client, two_bad_fields), 422)
+    body = assert_problem(post_csv(client, two_bad_fields, on_error="fail"), 422)
     assert list(body["errors"]) == [f"line {line}" for line in range(2, 52)]  # 50 lines x 2 fields
     assert body["errors_omitted"] == 20
 
 
-def test_the_first_chunk_is_the_first_ten_thousand_lines_after_the_header(client: FlaskClient) -> None:
+def test_on_error_fail_judges_the_whole_file(client: FlaskClient, small_chunks: int) -> None:
+    # Bad rows in the third chunk and the last: every one is named or counted, wherever it is.
+    text = iris_file(200, {25: "a,x,3.5,1.4,0.2", 201: "b,5.1,3.5,1.4,y"})
+    body = assert_problem(post_csv(client, text, on_error="fail"), 422)
+    assert body["errors"] == {
+        "line 25": {"sepal_length": ["Not a valid number."]},
+        "line 201": {"petal_width": ["Not a valid number."]},
+    }
+    assert body["detail"].startswith("2 of the 200 rows are invalid")
+    many = iris_file(200, {line: f"{line},x,3.5,1.4,y" for line in range(12, 202)})
+    body = assert_problem(post_csv(client, many, on_error="fail"), 422)
+    assert len(body["errors"]) == 50 and body["errors_omitted"] == 2 * 190 - 100
+    assert "190 of the 200 rows" in body["detail"]
+
+
+def test_a_chunk_is_ten_thousand_lines_and_each_bad_row_keeps_its_place(client: FlaskClient) -> None:
     assert csv_scoring.CHUNK_ROWS == 10_000
-    last_of_first = iris_file(10_500, {10_001: "x,5.1,3.5,1.4,oops"})
-    body = assert_problem(post_csv(client, last_of_first), 422)
-    assert list(body["errors"]) == ["line 10001"]
-    first_of_second = iris_file(10_500, {10_002: "x,5.1,3.5,1.4,oops"})
-    answer = answer_records(post_csv(client, first_of_second))
+    text = iris_file(10_500, {10_001: "x,5.1,3.5,1.4,oops", 10_002: "y,5.1,3.5,1.4,oops"})
+    answer = answer_records(post_csv(client, text))
     assert len(answer) == 10_500
     errors = [(index, record) for index, record in enumerate(answer) if record["error"]]
     assert errors == [
-        (10_000, {"id": "x", **dict(zip(IRIS, [*GOOD_ROW.split(",")[:3], "oops"], strict=True)),
-                  **dict.fromkeys(IRIS_OUTPUT[:-2], ""),
-                  "error": "line 10002: petal_width: Not a valid number.", "warnings": ""}),
+        (index, {"id": name, **dict(zip(IRIS, [*GOOD_ROW.split(",")[:3], "oops"], strict=True)),
+                 **dict.fromkeys(IRIS_OUTPUT[:-2], ""),
+                 "error": f"line {index + 2}: petal_width: Not a valid number.", "warnings": ""})
+        for index, name in ((9_999, "x"), (10_000, "y"))
     ]  # fmt: skip
     assert all(record["prediction"] == "setosa" for record in answer if not record["error"])
 
 
-def test_bad_rows_after_the_first_chunk_are_answered_in_the_error_column(
+def test_bad_rows_of_every_kind_are_answered_in_the_error_column(
     client: FlaskClient, small_chunks: int
 ) -> None:
     text = iris_file(
         40,
         {
+            3: "first-chunk,5.1,3.5,1.4,x",
             15: "bad-value,5.1,3.5,1.4,nan",
             20: "too-few,5.1,3.5,1.4",
             25: "too-many,5.1,3.5,1.4,0.2,extra",
@@ -401,6 +442,7 @@ def test_bad_rows_after_the_first_chunk_are_answered_in_the_error_column(
     assert len(answer) == 40
     errors = {record["id"]: record["error"] for record in answer if record["error"]}
     assert errors == {
+        "first-chunk": "line 3: petal_width: Not a valid number.",
         "bad-value": "line 15: petal_width: Special numeric values (nan or infinity) are not permitted.",
         "too-few": "line 20: The row has 4 cells; the header has 5.",
         "too-many": "line 25: The row has 6 cells; the header has 5.",
@@ -417,17 +459,25 @@ def test_bad_rows_after_the_first_chunk_are_answered_in_the_error_column(
 
 
 def test_ragged_and_non_utf8_rows_in_the_first_chunk(client: FlaskClient) -> None:
-    body = assert_problem(post_csv(client, iris_file(5, {3: "1,5.1,3.5,1.4"})), 422)
-    assert body["errors"] == {"line 3": {"_row": ["The row has 4 cells; the header has 5."]}}
+    answer = answer_records(post_csv(client, iris_file(5, {3: "1,5.1,3.5,1.4"})))
+    assert [record["error"] for record in answer] == [
+        "",
+        "line 3: The row has 4 cells; the header has 5.",
+        "",
+        "",
+        "",
+    ]
     latin1 = iris_file(5).encode().replace(b"\n2,", b"\n\xe9,")
-    body = assert_problem(post_csv(client, latin1), 422)
+    body = assert_problem(post_csv(client, latin1, on_error="fail"), 422)
     assert body["errors"] == {"line 4": {"_row": ["Line 4 is not valid UTF-8; send the file as UTF-8."]}}
 
 
 def test_blank_lines_are_skipped_and_still_counted(client: FlaskClient) -> None:
     text = f"{IRIS_HEADER}\n\n1,{GOOD_ROW}\n\n\n2,5.1,3.5,1.4,x\n"
-    body = assert_problem(post_csv(client, text), 422)
-    assert list(body["errors"]) == ["line 6"]
+    assert [record["error"] for record in answer_records(post_csv(client, text))] == [
+        "",
+        "line 6: petal_width: Not a valid number.",
+    ]
 
 
 # --- Files that cannot be read ---------------------------------------------------------
@@ -489,27 +539,74 @@ def test_broken_quoting_is_422_with_its_line(
     assert list(body["errors"]) == [f"line {line}"]
 
 
-def test_a_fault_of_the_file_after_the_first_chunk_is_still_a_problem(
+def test_a_fault_of_the_file_after_the_first_chunk_ends_the_answer_with_its_reason(
     client: FlaskClient, small_chunks: int
 ) -> None:
-    # The answer is sent only once the whole upload is read: never a truncated file.
-    body = assert_problem(post_csv(client, iris_file(40, {33: '1,"never closed,5.1,3.5,1.4,0.2'})), 422)
+    text = iris_file(40, {33: '1,"never closed,5.1,3.5,1.4,0.2'})
+    answer = answer_rows(post_csv(client, text))
+    # The rows before the fault (lines 2-32), then one row that says why the rest is missing.
+    assert [row[0] for row in answer[1:-1]] == [str(index) for index in range(31)]
+    assert answer[-1] == [""] * (len(answer[0]) - 2) + [
+        "line 33: Scoring stopped: Line 33 opens a quoted cell that is never closed. "
+        "The rows from line 33 on are not in this answer.",
+        "",
+    ]
+    # With on_error=fail nothing is sent before the end: the fault is a 422.
+    body = assert_problem(post_csv(client, text, on_error="fail"), 422)
     assert list(body["errors"]) == ["line 33"]
 
 
 def test_a_line_longer_than_a_chunk_is_refused(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv_reading, "CHUNK_BYTES", 1000)
-    body = assert_problem(post_csv(client, iris_file(3, {3: "x" * 200_000 + "," + GOOD_ROW})), 422)
+    text = iris_file(3, {3: "x" * 200_000 + "," + GOOD_ROW})
+    body = assert_problem(post_csv(client, text, on_error="fail"), 422)
     assert "Line 3 is longer than 1000 bytes" in body["detail"]
+    # Streamed, the first chunk (line 2) is answered before line 3 is read.
+    *_, last = answer_rows(post_csv(client, text))
+    assert last[-2] == (
+        "line 3: Scoring stopped: Line 3 is longer than 1000 bytes. "
+        "The rows from line 3 on are not in this answer."
+    )
+    # A line over the limit within the first chunk is a 422 either way.
+    body = assert_problem(post_csv(client, "x" * 200_000 + "\n"), 422)
+    assert "Line 1 is longer than 1000 bytes" in body["detail"]
 
 
-def test_model_failure_mid_file_is_a_500_problem(make_app: Any, tmp_path: Path, small_chunks: int) -> None:
+@pytest.fixture
+def fragile_client(make_app: Any, tmp_path: Path) -> FlaskClient:
+    """A regressor that fails on any row with x == 6 (tests/estimators.py)."""
     frame = pd.DataFrame({"x": np.linspace(0, 10, 50)})
     store_model(tmp_path, ExplodingRegressor().fit(frame, np.zeros(50)), "fragile", "1", sample=frame)
-    client = make_app(model_store=tmp_path).test_client()
-    text = "x\n" + "1\n" * 25 + "6\n" + "1\n" * 5
-    body = assert_problem(post_csv(client, text, name="fragile"), 500)
-    assert body["request_id"] and "secret" not in json.dumps(body)
+    return make_app(model_store=tmp_path).test_client()
+
+
+def test_model_failure_mid_file_is_answered_on_the_rows_it_hit(
+    fragile_client: FlaskClient, small_chunks: int
+) -> None:
+    text = "x\n" + "1\n" * 25 + "6\n" + "1\n" * 3 + "x\n" + "1\n" * 5  # lines 2-11, 12-21, 22-31, 32-36
+    response = post_csv(fragile_client, text, name="fragile", headers={"X-Request-ID": "fragile-1"})
+    answer = answer_records(response)
+    assert len(answer) == 35
+    failed = (
+        "The model failed to predict the rows of lines 22 to 31, this one among them; "
+        "quote request id fragile-1 when reporting it."
+    )
+    assert [record["error"] for record in answer[20:30]] == [
+        *(f"line {line}: {failed}" for line in range(22, 31)),
+        "line 31: x: Not a valid number.",  # an invalid row keeps its own reason
+    ]
+    assert all(record["prediction"] == "" for record in answer[20:30])
+    assert all(record["error"] == "" and record["prediction"] for record in answer[:20] + answer[30:])
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_model_failure_before_the_answer_starts_is_a_500_problem(fragile_client: FlaskClient) -> None:
+    for on_error in (None, "fail"):
+        body = assert_problem(
+            post_csv(fragile_client, "x\n1\n6\n1\n", name="fragile", on_error=on_error), 500
+        )
+        assert body["type"] == "/problems/prediction-failed"
+        assert body["request_id"] and "secret" not in json.dumps(body)
 
 
 # --- Request checks --------------------------------------------------------------------
@@ -587,6 +684,9 @@ def test_openapi_documents_the_route(client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     operation = document["paths"]["/v1/models/{name}/predict/csv"]["post"]
     assert "text/csv" in operation["responses"]["200"]["content"]
+    (on_error,) = [parameter for parameter in operation["parameters"] if parameter["in"] == "query"]
+    assert on_error["name"] == "on_error"
+    assert on_error["schema"] == {"type": "string", "default": "row", "enum": ["row", "fail"]}
     assert {"400", "404", "413", "415", "422", "503"} <= set(operation["responses"])
     assert "multipart/form-data" in operation["description"]
 
@@ -602,25 +702,26 @@ def counter(metrics_text: str, outcome: str) -> float:
 
 def test_rows_are_counted_in_the_metrics(make_app: Any, demo_store_path: Path, small_chunks: int) -> None:
     client = make_app(model_store=demo_store_path).test_client()
-    answer_rows(post_csv(client, iris_file(40, {25: "x,5.1,3.5,1.4,x"})))
-    assert_problem(post_csv(client, iris_file(5, {3: "x,5.1,3.5,1.4,x"})), 422)
+    answer_rows(post_csv(client, iris_file(40, {5: "x,5.1,3.5,1.4,x", 25: "x,5.1,3.5,1.4,x"})))
+    assert_problem(post_csv(client, iris_file(25, {3: "x,5.1,3.5,1.4,x"}), on_error="fail"), 422)
     text = client.get("/metrics").get_data(as_text=True)
-    assert counter(text, "success") == 39
-    assert counter(text, "invalid") == 1 + 5  # the bad row, and the whole refused first chunk
+    # Streamed: 38 good rows predicted, 2 bad; refused: the first chunk (10 rows) strictly, the rest judged.
+    assert counter(text, "success") == 38
+    assert counter(text, "invalid") == 2 + 25
     assert 'sklearn_service_prediction_duration_seconds_count{model="iris"} 4.0' in text  # one per chunk
 
 
 def test_predicted_rows_go_to_the_audit_log(make_app: Any, demo_store_path: Path, tmp_path: Path) -> None:
     log = tmp_path / "predictions.jsonl"
     app = make_app(model_store=demo_store_path, prediction_log=log)
-    response = post_csv(
-        app.test_client(), iris_file(30, {10: "x,5.1,3.5,1.4,x"}), headers={"X-Request-ID": "csv-1"}
-    )
-    assert response.status_code == 422
-    answer_rows(post_csv(app.test_client(), iris_file(30), headers={"X-Request-ID": "csv-2"}))
+    bad = iris_file(30, {10: "x,5.1,3.5,1.4,x"})
+    refused = post_csv(app.test_client(), bad, on_error="fail", headers={"X-Request-ID": "csv-1"})
+    assert refused.status_code == 422
+    answer_rows(post_csv(app.test_client(), bad, headers={"X-Request-ID": "csv-2"}))
     app.extensions["service"].audit.close()
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(lines) == 30 and {line["request_id"] for line in lines} == {"csv-2"}
+    assert {line["request_id"] for line in lines} == {"csv-2"}  # nothing of the refused file
+    assert [line["row"] for line in lines] == [index for index in range(30) if index != 8]
     assert lines[0]["inputs"] == dict(zip(IRIS, map(float, GOOD_ROW.split(",")), strict=True))
     assert lines[0]["output"] == "setosa"
 
@@ -639,6 +740,8 @@ def test_random_files_never_fail_the_server(client: FlaskClient) -> None:
         response = post_csv(client, bytes(data))
         assert response.status_code in {200, 400, 422}, response.get_data(as_text=True)
         if response.status_code == 200:
-            assert len(answer_rows(response)) >= 1
+            answer = answer_rows(response)
+            assert len(answer) >= 1
+            assert "the service failed" not in answer[-1][-2], answer[-1]
         else:
             assert response.mimetype == PROBLEM

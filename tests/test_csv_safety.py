@@ -26,8 +26,10 @@ FORMULAS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\t=1", "\r=1",
 NUMBERS = ["-1.5", "+3", "-1e5", "-.5", "2", "-0", "+4.25E-2"]
 
 
-def post_csv(client: FlaskClient, text: str, name: str = "iris") -> Any:
-    return client.post(f"/v1/models/{name}/predict/csv", data=text.encode(), content_type="text/csv")
+def post_csv(client: FlaskClient, text: str, name: str = "iris", on_error: str = "row") -> Any:
+    return client.post(
+        f"/v1/models/{name}/predict/csv?on_error={on_error}", data=text.encode(), content_type="text/csv"
+    )
 
 
 def answer_rows(response: Any) -> list[list[str]]:
@@ -80,7 +82,7 @@ def test_a_formula_in_the_header_is_defused(client: FlaskClient) -> None:
 
 @pytest.fixture
 def one_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of one line: a bad row after the first line is answered in its error cell, not a 422."""
+    """Chunks of one line: every row of a small file in a chunk of its own."""
     monkeypatch.setattr(csv_scoring, "CHUNK_ROWS", 1)
 
 
@@ -165,8 +167,20 @@ def test_ragged_rows_under_a_wide_header_are_answered_up_to_a_limit(
     assert lines[101] == "1" + "," * (width - 1) + ",,,,," + f"line 102: {error},"
     assert all(line.endswith(f"{error},") for line in lines[101:-1])
 
+    # One more: the file cannot be read as this CSV. The answer, begun with the first chunk, ends
+    # with a row that says so; with on_error=fail it is a 422.
     one_more = f"{header}\n" + f"{good}\n" * 100 + "1\n" * (csv_scoring.MAX_RAGGED_ROWS + 1)
-    body = problem(post_csv(client, one_more), 422)
+    lines = answer_rows(post_csv(client, one_more))
+    assert len(lines) == 1 + 100 + csv_scoring.MAX_RAGGED_ROWS + 1  # each chunk of 100 lines until the limit
+    assert [row[0] for row in lines[1:101]] == ["0"] * 100
+    assert all(row[-2].endswith(error) for row in lines[101:-1])
+    stop = lines[-1][-2]
+    assert stop.startswith(
+        "line 1102: Scoring stopped: More than 1000 rows have another number of cells than the header's "
+        f"{width}"
+    )
+    assert stop.endswith("The rows from line 1102 on are not in this answer.")
+    body = problem(post_csv(client, one_more, "iris", "fail"), 422)
     assert body["detail"].startswith("More than 1000 rows have another number of cells than the header's 900")
     assert list(body["errors"]) == ["line 102"]
 
@@ -182,10 +196,9 @@ def test_an_error_cell_names_at_most_a_hundred_fields(make_app: Any, tmp_path: P
     good = ",".join("0" for _ in features)
     bad = ",".join("x" for _ in features)
     text = ",".join(features) + "\n" + f"{good}\n" + f"{bad}\n"
-    body = problem(post_csv(client, text, "wide"), 422)
+    body = problem(post_csv(client, text, "wide", "fail"), 422)
     assert len(body["errors"]["line 3"]) == 100 and body["errors_omitted"] == 50
-    rows = [good] * 10_000 + [bad]  # the bad row after the first chunk: answered in its error cell
-    *_, last = answer_rows(post_csv(client, ",".join(features) + "\n" + "\n".join(rows) + "\n", "wide"))
+    *_, last = answer_rows(post_csv(client, text, "wide"))
     error = last[-2]
-    assert error.startswith("line 10002: f0: Not a valid number.; f1: ")
+    assert error.startswith("line 3: f0: Not a valid number.; f1: ")
     assert error.count("Not a valid number.") == 100 and error.endswith("; and 50 more fields")

@@ -5,8 +5,9 @@ zeros, fractions for integers, booleans, category strings with commas, quotes an
 line breaks), each of the three accepts exactly the same rows and, for a refused
 row, names exactly the same fields:
 
-- the v1 JSON route, ``{"instances": rows}``;
-- the CSV route, the same rows as text cells (one model call per chunk);
+- the v1 JSON route, ``{"instances": rows}``, all or nothing and with ``on_error=row``;
+- the CSV route, the same rows as text cells (one model call per chunk), all or
+  nothing (``on_error=fail``) and streamed with each bad row's error in place;
 - the row schema (``RuleSet.row_schema``) that documents a row in OpenAPI.
 
 The model ignores its input (a prior), so every row the rules pass is predicted.
@@ -123,13 +124,16 @@ def cell(value: Any) -> str:
 Verdict = tuple[set[tuple[int, str]], set[tuple[int, str]]]  # (errors, warnings) by (row, field)
 
 
-def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
-    # A missing value is sent as null in even rows and left out in odd ones: both mean missing.
-    sent = [
+def sent_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A missing value sent as null in even rows and left out in odd ones: both mean missing."""
+    return [
         {name: value for name, value in row.items() if value is not None or index % 2 == 0}
         for index, row in enumerate(rows)
     ]
-    response = client.post("/v1/models/every/predict", json={"instances": sent})
+
+
+def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
+    response = client.post("/v1/models/every/predict", json={"instances": sent_rows(rows)})
     if response.status_code == 200:
         assert len(response.get_json()["predictions"]) == len(rows)
         warned = response.get_json().get("warnings", {})
@@ -140,8 +144,22 @@ def json_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
     }, set()
 
 
-def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
-    lines, line = [], 2  # the header is line 1; a quoted cell may hold line breaks
+def json_row_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
+    """The batch route with on_error=row: the refused fields, and null for exactly those rows."""
+    response = client.post("/v1/models/every/predict/batch?on_error=row", json={"instances": sent_rows(rows)})
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    found = {(int(index), field) for index, fields in answer.get("errors", {}).items() for field in fields}
+    assert [index for index, value in enumerate(answer["predictions"]) if value is None] == sorted(
+        {index for index, _ in found}
+    )
+    warned = answer.get("warnings", {})
+    return found, {(int(index), field) for index, fields in warned.items() for field in fields}
+
+
+def csv_file(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    """The rows as a CSV file, and the line each starts on (a quoted cell may hold line breaks)."""
+    lines, line = [], 2  # the header is line 1
     text = ",".join(NAMES) + "\n"
     for row in rows:
         written = io.StringIO()
@@ -149,7 +167,15 @@ def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
         lines.append(line)
         line += written.getvalue().count("\n")
         text += written.getvalue()
-    response = client.post("/v1/models/every/predict/csv", data=text.encode(), content_type="text/csv")
+    return text, lines
+
+
+def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
+    """The CSV route with on_error=fail: a 422 naming each bad field by line, or every row predicted."""
+    text, lines = csv_file(rows)
+    response = client.post(
+        "/v1/models/every/predict/csv?on_error=fail", data=text.encode(), content_type="text/csv"
+    )
     if response.status_code == 200:
         answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
         assert len(answer) == len(rows) and all(record["error"] == "" for record in answer)
@@ -165,8 +191,22 @@ def csv_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> Verdict:
     return {(index[line], field) for line, fields in errors.items() for field in fields}, set()
 
 
+def csv_row_verdict(client: FlaskClient, rows: list[dict[str, Any]]) -> set[int]:
+    """The CSV route's streamed answer: the rows answered with an error (on their line) and no prediction."""
+    text, lines = csv_file(rows)
+    response = client.post("/v1/models/every/predict/csv", data=text.encode(), content_type="text/csv")
+    assert response.status_code == 200, response.get_json()
+    answer = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(answer) == len(rows)
+    bad = {index for index, record in enumerate(answer) if record["error"]}
+    for index, record in enumerate(answer):
+        assert record["error"].startswith(f"line {lines[index]}: ") == (index in bad)
+        assert (record["prediction"] == "") == (index in bad)
+    return bad
+
+
 def schema_verdict(rows: list[dict[str, Any]], policy: str) -> Verdict:
-    """The errors by the row schema; the warnings as the manifest says, written out here."""
+    """The errors by the row schema; the warnings of the valid rows as the manifest says, written out here."""
     schema = RuleSet(MANIFEST, policy).row_schema()
     found = set()
     for index, row in enumerate(rows):
@@ -174,10 +214,13 @@ def schema_verdict(rows: list[dict[str, Any]], policy: str) -> Verdict:
             schema.load(row)
         except ValidationError as error:
             found |= {(index, field) for field in error.normalized_messages()}
-    if found or policy == "reject":
+    if policy == "reject":
         return found, set()
     flagged = set()
+    refused = {index for index, _ in found}
     for index, row in enumerate(rows):
+        if index in refused:
+            continue
         for feature in FEATURES:
             value = row[feature.name]
             if value is None or feature.type == "bool":
@@ -208,16 +251,19 @@ def test_json_csv_and_schema_accept_refuse_and_flag_the_same_rows(
     clients: dict[str, FlaskClient], rows: list[dict[str, Any]]
 ) -> None:
     for policy, client in clients.items():
-        expected = schema_verdict(rows, policy)
-        assert json_verdict(client, rows) == expected, policy
-        assert csv_verdict(client, rows) == expected, policy
+        errors, warnings = schema_verdict(rows, policy)
+        # All or nothing: a refused request has no warnings; row by row, the valid rows keep theirs.
+        assert json_verdict(client, rows) == (errors, set() if errors else warnings), policy
+        assert csv_verdict(client, rows) == (errors, set() if errors else warnings), policy
+        assert json_row_verdict(client, rows) == (errors, warnings), policy
+        assert csv_row_verdict(client, rows) == {index for index, _ in errors}, policy
 
 
 def test_integers_beyond_2_53_are_judged_exactly_in_csv_cells(client: FlaskClient) -> None:
     """``count`` has max 2**53: 2**53 + 1 reads as the float 2**53, yet is past the bound (a fixed drift)."""
     header = ",".join(NAMES)
     over = client.post(
-        "/v1/models/every/predict/csv",
+        "/v1/models/every/predict/csv?on_error=fail",
         data=f"{header}\n0.5,{2**53 + 1},1,true,red,,,\n".encode(),
         content_type="text/csv",
     )

@@ -122,10 +122,15 @@ def _targets_schema(model: LoadedModel) -> type[Schema]:
     )
 
 
-def _label_field(model: LoadedModel, targets: type[Schema] | None) -> fields.Field:
+def _label_field(
+    model: LoadedModel, targets: type[Schema] | None, *, allow_none: bool = False
+) -> fields.Field:
+    """A row's answer; ``allow_none`` where an invalid row is answered with null (``on_error=row``)."""
     if targets is None:
-        return _value_field(model.manifest.task, model.manifest.classes)
-    return fields.Nested(targets, metadata={"description": "The predicted value of each target."})
+        return _value_field(model.manifest.task, model.manifest.classes, allow_none=allow_none)
+    return fields.Nested(
+        targets, allow_none=allow_none, metadata={"description": "The predicted value of each target."}
+    )
 
 
 def _probabilities_schema(model: LoadedModel) -> type[Schema]:
@@ -153,9 +158,23 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     targets = _targets_schema(model) if model.manifest.targets else None
     single: dict[str, fields.Field] = {**common, "prediction": _label_field(model, targets)}
     single["prediction"].required = True
+    # With on_error=row, an invalid row's entries are null and ``errors`` says why.
     many: dict[str, fields.Field] = {
         **common,
-        "predictions": fields.List(_label_field(model, targets), required=True),
+        "predictions": fields.List(_label_field(model, targets, allow_none=True), required=True),
+        "errors": fields.Dict(
+            keys=fields.String(),
+            values=fields.Dict(keys=fields.String(), values=fields.List(fields.String())),
+            metadata={
+                "description": "With `on_error=row`, when some row is invalid: its bad fields by row "
+                'index (`{"3": {"petal_width": ["Not a valid number."]}}`), at most 100 fields.'
+            },
+        ),
+        "errors_omitted": fields.Integer(
+            metadata={
+                "description": "With `on_error=row`: bad fields found beyond the 100 listed in `errors`."
+            }
+        ),
     }
     single["warnings"] = fields.Dict(
         keys=fields.String(),
@@ -170,11 +189,11 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     if model.has_probabilities:
         probabilities = _probabilities_schema(model)
         single["probabilities"] = fields.Nested(probabilities, required=True)
-        many["probabilities"] = fields.List(fields.Nested(probabilities), required=True)
+        many["probabilities"] = fields.List(fields.Nested(probabilities, allow_none=True), required=True)
     if model.has_scores:
         score = {"description": "The decision function: negative for an outlier, the lower the more so."}
         single["score"] = fields.Float(required=True, metadata=score)
-        many["scores"] = fields.List(fields.Float(metadata=score), required=True)
+        many["scores"] = fields.List(fields.Float(allow_none=True, metadata=score), required=True)
     return (
         Schema.from_dict(single, name=f"{model.name}.Prediction"),
         Schema.from_dict(many, name=f"{model.name}.Predictions"),

@@ -31,6 +31,7 @@ from prometheus_client import (
 from prometheus_client import values as prometheus_values
 
 from service.api.openapi import documented
+from service.api.streaming import stream_pending
 from service.models.core import Observer, Outcome
 from service.models.loaded import LoadedModel
 
@@ -162,22 +163,29 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    method = request.method if request.method in _METHODS else "other"
-    recorded = metrics()
-    recorded.requests.labels(route, method, str(response.status_code)).inc()
-    recorded.request_duration.labels(route).observe(elapsed)
-    if "problem_type" in g:
-        recorded.errors.labels(g.problem_type).inc()
+    g.route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    g.status = str(response.status_code)
+    # Until the headers for a streamed answer (service.api.streaming): its body is still to come.
     response.headers["X-Process-Time"] = f"{elapsed:.6f}"
     # For the access log, which Gunicorn writes after the response has left.
-    request.environ["service.route"] = route
+    request.environ["service.route"] = g.route
     return response
 
 
 def _end(_: BaseException | None) -> None:
-    if "started" in g:
-        metrics().in_flight.dec()
+    # A streamed answer's request ends with its stream: the teardown when the view returned is not the last.
+    if "started" not in g or stream_pending():
+        return
+    recorded = metrics()
+    recorded.in_flight.dec()
+    if "status" not in g:  # no response was made (an error in another after_request hook)
+        return
+    method = request.method if request.method in _METHODS else "other"
+    recorded.requests.labels(g.route, method, g.status).inc()
+    recorded.request_duration.labels(g.route).observe(time.perf_counter() - g.started)
+    if "problem_type" in g:
+        recorded.errors.labels(g.problem_type).inc()
+    g.pop("started")
 
 
 def init_app(app: Flask, registry_entries: list[Any]) -> ServiceMetrics:

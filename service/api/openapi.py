@@ -63,6 +63,7 @@ class OperationDoc:
     parameters: dict[str, dict[str, Any]]  # path parameter -> extra JSON Schema keywords
     alternatives: tuple[str, ...]  # other media types the route answers with, e.g. text/html
     request_body: dict[str, Any] | None  # for non-JSON bodies (prediction routes build their own)
+    query: type[Schema] | None  # the query string's schema, one parameter per field
 
 
 def documented(
@@ -76,6 +77,7 @@ def documented(
     parameters: dict[str, dict[str, Any]] | None = None,
     alternatives: tuple[str, ...] = (),
     request_body: dict[str, Any] | None = None,
+    query: type[Schema] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach the OpenAPI description of a view; the view's docstring becomes its description."""
 
@@ -91,6 +93,7 @@ def documented(
             parameters=parameters or {},
             alternatives=alternatives,
             request_body=request_body,
+            query=query,
         )
         return view
 
@@ -205,9 +208,15 @@ def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
         }
         for argument in sorted(rule.arguments)
     ]
+    parameters += _query_parameters(doc)
     if parameters:
         operation["parameters"] = parameters
     return operation
+
+
+def _query_parameters(doc: OperationDoc) -> list[dict[str, Any]]:
+    # apispec's marshmallow plugin makes one query parameter of each field of the schema.
+    return [{"in": "query", "schema": doc.query}] if doc.query is not None else []
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,9 @@ class _ModelParts:
                 **examples,
             }
         manifest = self.model.manifest
+        query = _query_parameters(doc)
         return {
+            **({"parameters": query} if query else {}),
             "summary": f"{doc.summary}: {manifest.name}",
             "description": f"{literal_markdown(manifest.description or '')}\n\n{doc.description}".strip(),
             "tags": [manifest.name],

@@ -11,6 +11,7 @@ from service.api.answers import probability_keys
 from service.api.body import read_json
 from service.api.openapi import documented
 from service.api.payload import rows_from_body
+from service.api.query import BatchQuery, on_error
 from service.errors import (
     InvalidInput,
     MalformedRequest,
@@ -20,8 +21,10 @@ from service.errors import (
     TooManyRows,
     UnreadableBody,
     UnsupportedMediaType,
+    first_errors,
 )
 from service.models import LoadedModel, Prediction
+from service.models.core import Scored
 from service.state import state
 
 bp = Blueprint("predict", __name__)
@@ -51,9 +54,12 @@ def predict_default() -> dict[str, Any]:
 
 
 @bp.post("/predict/batch")
-@documented("Predict several rows with the default model", predict="batch", errors=SINGLE_ERRORS)
+@documented(
+    "Predict several rows with the default model", predict="batch", errors=SINGLE_ERRORS, query=BatchQuery
+)
 def predict_default_batch() -> dict[str, Any]:
-    """Like `/predict`, also taking a bare list of rows; always answers with `predictions`."""
+    """Like `/predict`, also taking a bare list of rows; always answers with `predictions`.
+    With `?on_error=row`, invalid rows are answered with `null` and their faults in `errors`."""
     return _predict(state().settings.default_model, batch_route=True)
 
 
@@ -67,13 +73,15 @@ def predict(name: str) -> dict[str, Any]:
 
 
 @bp.post("/v1/models/<name>/predict/batch")
-@documented("Predict several rows", predict="batch", errors=SINGLE_ERRORS)
+@documented("Predict several rows", predict="batch", errors=SINGLE_ERRORS, query=BatchQuery)
 def predict_batch(name: str) -> dict[str, Any]:
-    """Like `predict`, also taking a bare list of rows; always answers with `predictions`."""
+    """Like `predict`, also taking a bare list of rows; always answers with `predictions`.
+    With `?on_error=row`, invalid rows are answered with `null` and their faults in `errors`."""
     return _predict(name, batch_route=True)
 
 
 def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
+    by_row = batch_route and on_error(request, csv=False) == "row"
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
     # For the log lines of this request (app and access log).
@@ -86,8 +94,12 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
         max_rows=current.settings.max_batch_rows,
     )
     with current.core.request(model, g.request_id) as scoring:
-        scored = scoring.score(rows)
-    answer = render_prediction(model, scored.prediction, many=rows.many)
+        scored = scoring.score(rows, partial=by_row)
+    answer = (
+        render_by_row(model, scored)
+        if by_row
+        else render_prediction(model, scored.prediction, many=rows.many)
+    )
     if scored.warnings:
         # Values served although outside what the model saw: said beside the answer.
         answer["warnings"] = (
@@ -95,6 +107,32 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
             if rows.many
             else scored.warnings[0]
         )
+    return answer
+
+
+# The answer's lists that hold one entry per row.
+_PER_ROW = ("predictions", "probabilities", "scores")
+
+
+def render_by_row(model: LoadedModel, scored: Scored) -> dict[str, Any]:
+    """A batch answered row by row (``on_error=row``): each invalid row's entries are null, and
+    ``errors`` (present when some row is invalid) names its bad fields by row index."""
+    if scored.prediction is None:  # no row is valid
+        answer: dict[str, Any] = {"model": model.name, "model_version": model.version, "predictions": []}
+        if model.has_probabilities:
+            answer["probabilities"] = []
+    else:
+        answer = render_prediction(model, scored.prediction, many=True)
+    valid = scored.valid.tolist()
+    for key in _PER_ROW:
+        if key in answer:
+            given = iter(answer[key].tolist() if hasattr(answer[key], "tolist") else answer[key])
+            answer[key] = [next(given) if ok else None for ok in valid]
+    if scored.errors:
+        listed, omitted = first_errors({str(index): fields for index, fields in scored.errors.items()})
+        answer["errors"] = listed
+        if omitted:
+            answer["errors_omitted"] = omitted
     return answer
 
 

@@ -46,6 +46,16 @@ class CsvReader:
         self._carry: list[str] = []  # lines of a row that goes on in the next block
         self._carry_bad: list[int] = []
 
+    @property
+    def source_ended(self) -> bool:
+        """True once the source has been read to its end (what is left to parse is in memory)."""
+        return self._eof
+
+    @property
+    def next_line(self) -> int:
+        """The line on which the first row not yet returned starts (or a blank line before it)."""
+        return self._next_line - len(self._carry)
+
     def block(self, max_lines: int) -> _Block | None:
         """The rows of the next ``max_lines`` lines or so (blank lines skipped); None at the end."""
         while True:

@@ -21,7 +21,6 @@ from typing import IO, Any
 import numpy as np
 
 from service.csv_files.reading import CHUNK_BYTES, CsvReader
-from service.csv_files.spool import Spool
 from service.csv_files.text import defuse_plain_lines, is_formula, safe_cell, safe_row
 from service.errors import (
     MAX_LISTED_ERRORS,
@@ -32,8 +31,9 @@ from service.errors import (
     listing,
 )
 from service.models import LoadedModel
-from service.models.core import PredictionRequest, Scored
+from service.models.core import Scored
 from service.models.loaded import probability_keys
+from service.models.rules import Checked
 from service.models.text_cells import CellRows
 
 LINE_BREAK = "\r\n"  # in the answer, as RFC 4180 has it
@@ -167,6 +167,39 @@ class Scorer:
                     texts[index] = safe_row(row)
         return Chunk(texts, CellRows(cells, block.starts, checked, row_errors))
 
+    @property
+    def source_ended(self) -> bool:
+        """True once the whole upload has been read: the rest of the file is at most a chunk or so."""
+        return self._reader.source_ended
+
+    @property
+    def next_line(self) -> int:
+        """The line of the first row not yet read: where the answer stops if reading fails now."""
+        return self._reader.next_line
+
+    def model_failed(self, chunk: Chunk, request_id: str) -> Scored:
+        """The chunk's outcome when the model failed on its valid rows: those rows get an error saying so,
+        the invalid ones keep their own (judged again: the core did not return them)."""
+        checked = chunk.rows.check(self.model.rules, strict=False)
+        lines = chunk.rows.lines
+        failed = [
+            f"The model failed to predict the rows of lines {int(lines[0])} to {int(lines[-1])}, this one "
+            f"among them; quote request id {request_id} when reporting it."
+        ]
+        errors = {index: checked.errors.get(index, {ROW_ERROR_KEY: failed}) for index in range(len(lines))}
+        return Scored(Checked(np.zeros(len(lines), dtype=bool), None, errors), None)
+
+    def stopped(self, line: int, message: str) -> str:
+        """The answer's last row when scoring stops early: empty cells, and ``message`` in ``error``."""
+        rows = CellRows(
+            np.empty((0, len(self._columns)), dtype=object),
+            np.array([line], dtype=np.int64),
+            np.empty(0, dtype=np.intp),
+            {0: message},
+        )
+        checked = Checked(np.zeros(1, dtype=bool), None, {0: {ROW_ERROR_KEY: [message]}})
+        return self.answer(Chunk(["," * (self._width - 1)], rows), Scored(checked, None))
+
     def _count_ragged(self, ragged: list[int], lines: np.ndarray, width: int) -> None:
         """Count rows whose number of cells is not the header's; past MAX_RAGGED_ROWS, refuse the file."""
         if ragged and not self._ragged:
@@ -298,26 +331,3 @@ def _delimiter_hint(header: list[str]) -> str:
                 "only comma-separated files are read."
             )
     return ""
-
-
-def score_file(scoring: PredictionRequest, source: IO[bytes], max_columns: int) -> Spool:
-    """Score the whole file into a spool; every fault of the file raises before anything is sent.
-
-    The first chunk is judged strictly: if a row in it is invalid, nothing is
-    predicted and the request is refused (a file of the wrong shape is refused
-    at once). Further on, a bad row keeps its place in the answer with its error.
-    """
-    scorer = Scorer(scoring.model, source, max_columns)
-    spool = Spool()
-    try:
-        header = scorer.header()
-        spool.write((scorer.output_header(header) + LINE_BREAK).encode("utf-8"))
-        first = True
-        while (chunk := scorer.chunk()) is not None:
-            scored = scoring.score(chunk.rows, partial=not first)
-            first = False
-            spool.write(scorer.answer(chunk, scored).encode("utf-8"))
-    except BaseException:
-        spool.close()
-        raise
-    return spool

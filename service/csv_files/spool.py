@@ -1,10 +1,8 @@
-"""Where a CSV answer waits until the whole upload has been read.
+"""Where an all-or-nothing CSV answer (``on_error=fail``) waits until the whole upload has been read.
 
-HTTP/1.1 clients (browsers' ``fetch``, ``requests``, ``curl``) read no response
-before they have sent the whole request, so a server that wrote a large answer
-while still reading the upload would block on a full socket and never finish
-reading. The answer is kept in memory up to a few MiB, then in an anonymous
-temporary file (disk, not memory), and sent once the upload has been read.
+That answer cannot be sent before the end of the file, since a bad row on its
+last line refuses the whole file. It is kept in memory up to a few MiB, then in
+an anonymous temporary file (disk, not memory), and sent with its length.
 """
 
 from __future__ import annotations

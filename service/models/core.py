@@ -228,6 +228,15 @@ class PredictionRequest:
             )
         return []
 
+    def judge_refused(self, rows: Rows) -> Checked:
+        """Judge one part of a request already refused: nothing is predicted, and observers count
+        every row as refused (as for a part refused strictly); the verdict names the faults."""
+        count = len(rows)
+        self.rows += count
+        checked = rows.check(self.model.rules, strict=False)
+        self._tell(Outcome(self.model, self.request_id, _NONE, None, None, count, 0, 0.0))
+        return checked
+
     def close(self) -> None:
         for observer in self._observers:
             observer.finished(self.model, self.rows)

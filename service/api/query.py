@@ -1,0 +1,74 @@
+"""The query string of the prediction routes that score several rows: ``on_error``.
+
+``on_error`` says what an invalid row does to the request: ``fail`` refuses the
+whole request (422, every bad field named), ``row`` answers each good row and
+sets each bad one aside with its reason. The JSON batch routes default to
+``fail``, the CSV route to ``row``. An unknown value or parameter, or one given
+twice, is refused with a problem naming it, as a bad body field would be.
+"""
+
+from __future__ import annotations
+
+from flask import Request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from service.errors import InvalidInput
+
+ON_ERROR_CHOICES = ("row", "fail")
+
+
+def _on_error_field(default: str, description: str) -> fields.String:
+    return fields.String(
+        load_default=default,
+        validate=validate.OneOf(ON_ERROR_CHOICES),
+        metadata={"description": description},
+    )
+
+
+class BatchQuery(Schema):
+    """The query string of the JSON batch routes."""
+
+    class Meta:
+        unknown = RAISE
+
+    on_error = _on_error_field(
+        "fail",
+        "`fail` (the default): one invalid row refuses the whole batch with a 422 naming every bad "
+        "field. `row`: the valid rows are predicted; each invalid row gets `null` in `predictions` "
+        "(and `probabilities`), and `errors` names its bad fields by row index.",
+    )
+
+
+class CsvQuery(Schema):
+    """The query string of the CSV route."""
+
+    class Meta:
+        unknown = RAISE
+
+    on_error = _on_error_field(
+        "row",
+        "`row` (the default): every good row is predicted and the answer is streamed as it is scored; "
+        "a bad row is answered with its reason in the `error` column. `fail`: one invalid row anywhere "
+        "in the file refuses it whole with a 422 naming the bad fields by line; the answer is sent "
+        "once the whole file is read.",
+    )
+
+
+_BATCH = BatchQuery()
+_CSV = CsvQuery()
+
+
+def on_error(request: Request, *, csv: bool) -> str:
+    """The request's ``on_error`` (its default if absent); raises ``InvalidInput`` naming a bad parameter."""
+    repeated = {
+        name: ["Give this parameter once."] for name, values in request.args.lists() if len(values) > 1
+    }
+    if repeated:
+        raise InvalidInput("The query string repeats a parameter; see 'errors'.", repeated)
+    try:
+        loaded = (_CSV if csv else _BATCH).load(request.args.to_dict())
+    except ValidationError as error:
+        raise InvalidInput(
+            "The query string is invalid; see 'errors' for each parameter.", error.normalized_messages()
+        ) from None
+    return loaded["on_error"]
