@@ -366,7 +366,7 @@ def test_a_csv_file_is_predicted_for_download(page: Any, pages_server: Server, s
 
 
 def test_bad_rows_in_a_csv_file_are_shown_with_their_line(page: Any, pages_server: Server) -> None:
-    rows: list[list[Any]] = [list(SETOSA), list(VIRGINICA), [5.1, 3.5, 100, 0.2]]
+    rows: list[list[Any]] = [list(SETOSA), list(VIRGINICA), [5.1, 3.5, "long", 0.2]]
     open_iris(page, pages_server)
     page.set_input_files(
         "#csv-file", files=[{"name": "bad.csv", "mimeType": "text/csv", "buffer": csv_bytes(rows)}]

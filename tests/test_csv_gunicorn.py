@@ -256,3 +256,23 @@ def test_a_fault_mid_stream_ends_the_answer_with_its_reason_and_the_upload_is_st
     assert [(record["status"], record["route"], record["model"]) for record in access] == [
         (200, route, "iris")
     ]
+
+
+def test_a_client_that_sends_everything_before_reading_gets_its_answer_with_stream_false(
+    server: Server, iris_rows: list[tuple[str, str]]
+) -> None:
+    """``requests`` sends the whole body before reading: asked for after the upload, a million-row
+    answer (larger than any socket buffer) comes back whole, with its length."""
+    body = b"".join(generated_file(iris_rows, ROWS, bad_row=123_456))
+    with local_session() as session:
+        response = session.post(
+            server.url("/v1/models/iris/predict/csv?stream=false"),
+            data=body,
+            headers={"Content-Type": "text/csv"},
+            timeout=BIG_TIMEOUT,
+        )
+    assert response.status_code == 200, response.text[:500]
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    lines = response.content.split(b"\r\n")
+    assert len(lines) == 1 + ROWS + 1 and lines[-1] == b""
+    assert b"line 123458: petal_width: Not a valid number." in lines[1 + 123_456]

@@ -204,6 +204,33 @@ def test_on_error_fail_is_sent_whole_with_its_length(client: FlaskClient) -> Non
     assert len(rows_of(response.get_data())) == 301
 
 
+def test_stream_false_sends_the_same_rows_after_the_upload_with_its_length(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For clients that send everything before they read: the streamed answer's rows, bad ones in place."""
+    monkeypatch.setattr(csv_scoring, "CHUNK_ROWS", 100)  # several chunks
+    text = iris_text(450, {7: "5,5.1,wide,1.4,0.2", 302: "300,5.1,3.5,1.4,"})
+    streamed = client.post("/v1/models/iris/predict/csv", data=text, content_type="text/csv")
+    upload = Upload(text)
+    after = client.post(
+        "/v1/models/iris/predict/csv?stream=false",
+        input_stream=upload,
+        headers={"Content-Type": "text/csv", "Content-Length": str(len(text))},
+    )
+    assert after.status_code == streamed.status_code == 200
+    assert "Content-Length" not in streamed.headers
+    assert int(after.headers["Content-Length"]) == len(after.get_data())
+    assert after.get_data() == streamed.get_data()
+    assert upload.read_so_far == upload.size
+    errors = [row[-2] for row in rows_of(after.get_data())[1:] if row[-2]]
+    assert errors == [
+        "line 7: sepal_width: Not a valid number.",
+        "line 302: petal_width: Missing value: the cell is empty.",
+    ]
+    bad = client.post("/v1/models/iris/predict/csv?stream=maybe", data=text, content_type="text/csv")
+    assert bad.status_code == 422 and list(bad.get_json()["errors"]) == ["stream"]
+
+
 def test_a_multipart_upload_is_streamed_too(client: FlaskClient) -> None:
     response = client.post(
         "/v1/models/iris/predict/csv",

@@ -7,7 +7,8 @@ still being read (``service.csv_files.answering``): a worker holds one chunk,
 whatever the file's length, and the request (its metrics, its prediction
 request, the upload's last bytes) ends with the stream (``streaming``). With
 ``on_error=fail`` the answer waits in a spool for the end of the file, since
-one bad row anywhere refuses it.
+one bad row anywhere refuses it; with ``stream=false`` it waits there too, for
+clients that read nothing before they have sent everything.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from werkzeug.wsgi import wrap_file
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
 from service.api.openapi import documented
 from service.api.problems import INTERNAL_ERROR, problem_type
-from service.api.query import CsvQuery, on_error
+from service.api.query import CsvQuery, parsed_query
 from service.api.streaming import streamed
 from service.csv_files.answering import score_all_or_nothing, start_stream
 from service.csv_files.reading import READ_SIZE
+from service.csv_files.spool import spooled
 from service.errors import (
     InvalidInput,
     MalformedRequest,
@@ -102,7 +104,9 @@ def predict_csv(name: str) -> Response:
     1 MiB, more than 1,000 rows with another number of cells than the header, an upload
     over the limit, a body that cannot be read) ends the answer with one more row,
     every cell empty but `error`: `line N: Scoring stopped: why. The rows from line M on
-    are not in this answer.`
+    are not in this answer.` With `stream=false` the same answer is sent once the whole
+    file is read, with its `Content-Length`: for a client that sends the whole request
+    before it reads (a browser's `fetch`, Python's `requests`).
 
     **`on_error=fail`: all or nothing.** If any row anywhere is invalid, nothing is
     predicted: 422, with `errors` naming each bad field by line (`"line 3": {...}`; the
@@ -115,19 +119,23 @@ def predict_csv(name: str) -> Response:
     a header that is not UTF-8 a 400, a header over `SERVICE_MAX_CSV_COLUMNS` columns
     (default 1,000) or an upload over the limit a 413, an unknown `on_error` or query
     parameter a 422 naming it."""
-    mode = on_error(request, csv=True)
+    query = parsed_query(request, csv=True)
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     body = UploadBody(request, current.settings.max_upload_bytes)
     headers = {"Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"'}
-    if mode == "fail":
+    if query["on_error"] == "fail" or not query["stream"]:
         try:
             with current.core.request(model, g.request_id) as scoring:
-                spool = score_all_or_nothing(
-                    scoring, open_source(request, body), current.settings.max_csv_columns
-                )
+                source = open_source(request, body)
+                if query["on_error"] == "fail":
+                    spool = score_all_or_nothing(scoring, source, current.settings.max_csv_columns)
+                else:
+                    spool = spooled(
+                        start_stream(scoring, source, current.settings.max_csv_columns, _count_stop)
+                    )
         finally:
             body.drain()  # so that a client still sending sees this answer, not a reset
         content = spool.content()

@@ -1,4 +1,5 @@
-"""The query string of the prediction routes that score several rows: ``on_error``.
+"""The query string of the prediction routes that score several rows: ``on_error``, and ``stream``
+for CSV files.
 
 ``on_error`` says what an invalid row does to the request: ``fail`` refuses the
 whole request (422, every bad field named), ``row`` answers each good row and
@@ -8,6 +9,8 @@ twice, is refused with a problem naming it, as a bad body field would be.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -52,6 +55,15 @@ class CsvQuery(Schema):
         "in the file refuses it whole with a 422 naming the bad fields by line; the answer is sent "
         "once the whole file is read.",
     )
+    stream = fields.Boolean(
+        load_default=True,
+        metadata={
+            "description": "With `on_error=row`: `true` (the default) sends the answer as it is scored, "
+            "while the file is still being sent, so the client must read as it sends. `false` sends it "
+            "once the whole file is read, the same rows, with a `Content-Length`: for clients that send "
+            "the whole request before reading the answer (browsers' `fetch`, Python's `requests`)."
+        },
+    )
 
 
 _BATCH = BatchQuery()
@@ -60,6 +72,11 @@ _CSV = CsvQuery()
 
 def on_error(request: Request, *, csv: bool) -> str:
     """The request's ``on_error`` (its default if absent); raises ``InvalidInput`` naming a bad parameter."""
+    return parsed_query(request, csv=csv)["on_error"]
+
+
+def parsed_query(request: Request, *, csv: bool) -> dict[str, Any]:
+    """The request's query parameters, defaults filled in; raises ``InvalidInput`` naming a bad one."""
     repeated = {
         name: ["Give this parameter once."] for name, values in request.args.lists() if len(values) > 1
     }
@@ -71,4 +88,4 @@ def on_error(request: Request, *, csv: bool) -> str:
         raise InvalidInput(
             "The query string is invalid; see 'errors' for each parameter.", error.normalized_messages()
         ) from None
-    return loaded["on_error"]
+    return loaded

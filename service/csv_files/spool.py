@@ -1,14 +1,17 @@
-"""Where an all-or-nothing CSV answer (``on_error=fail``) waits until the whole upload has been read.
+"""Where a CSV answer waits until the whole upload has been read, when it is not streamed.
 
-That answer cannot be sent before the end of the file, since a bad row on its
-last line refuses the whole file. It is kept in memory up to a few MiB, then in
-an anonymous temporary file (disk, not memory), and sent with its length.
+An all-or-nothing answer (``on_error=fail``) cannot be sent before the end of
+the file, since a bad row on its last line refuses the whole file; a client that
+reads nothing until it has sent everything asks for the answer after the upload
+(``stream=false``). It is kept in memory up to a few MiB, then in an anonymous
+temporary file (disk, not memory), and sent with its length.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Iterable
 from typing import IO
 
 SPOOL_MEMORY_BYTES = 4 * 1024 * 1024  # answers larger than this go to a temporary file
@@ -40,3 +43,15 @@ class Spool:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def spooled(pieces: Iterable[bytes]) -> Spool:
+    """``pieces`` (a streamed answer) gathered into a spool."""
+    spool = Spool()
+    try:
+        for piece in pieces:
+            spool.write(piece)
+    except BaseException:
+        spool.close()
+        raise
+    return spool

@@ -670,7 +670,8 @@
     }
     csvStatus.textContent = "Predicting " + file.name + "…";
     var started = performance.now();
-    fetch(csvUrl, postOptions("text/csv", file))
+    // A browser sends the whole file before it reads the answer: ask for it after the upload.
+    fetch(csvUrl + "?stream=false", postOptions("text/csv", file))
       .then(function (response) {
         if (!response.ok) {
           return problemOf(response).then(function (problem) {
