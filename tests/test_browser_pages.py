@@ -259,21 +259,32 @@ def test_sliders_work_from_the_keyboard(page: Any, pages_server: Server) -> None
     wait_for_answer(page, "versicolor")
 
 
-def test_an_out_of_range_value_shows_its_error_next_to_the_control(page: Any, pages_server: Server) -> None:
+def test_errors_and_warnings_show_next_to_their_control(page: Any, pages_server: Server) -> None:
     open_iris(page, pages_server)
     set_row(page, SETOSA)
     wait_for_answer(page, "setosa")
+
+    # Far outside the training data: still predicted, and the control says so.
     box(page, "petal_length").fill("100")
+    expected = post_json(pages_server, "/v1/models/iris/predict", {"features": [5.1, 3.5, 100, 0.2]}).json()
+    wait_for_answer(page, expected["prediction"])
+    warning = page.locator('.field[data-name="petal_length"] .field-warning')
+    warning.wait_for(state="visible")
+    assert warning.inner_text().strip().endswith(" ".join(expected["warnings"]["petal_length"]))
+    assert "7.48" in warning.inner_text()
+    assert not field_error(page, "petal_length").is_visible()
+
+    # Left empty (iris has no missing values): the API's error, right under its own control.
+    box(page, "petal_length").fill("")
     error = field_error(page, "petal_length")
     error.wait_for(state="visible")
-    expected = post_json(pages_server, "/v1/models/iris/predict", {"features": [5.1, 3.5, 100, 0.2]}).json()
-    assert error.inner_text().strip() == " ".join(expected["errors"]["petal_length"])
-    assert "7.48" in error.inner_text()
+    refused = post_json(pages_server, "/v1/models/iris/predict", {"features": [5.1, 3.5, None, 0.2]}).json()
+    assert error.inner_text().strip() == " ".join(refused["errors"]["petal_length"])
+    assert not warning.is_visible()
     assert box(page, "petal_length").get_attribute("aria-invalid") == "true"
     for feature in FEATURES:
         if feature != "petal_length":
             assert not field_error(page, feature).is_visible()
-    # The error sits right under its own control.
     control = box(page, "petal_length").bounding_box()
     message = error.bounding_box()
     assert 0 <= message["y"] - (control["y"] + control["height"]) < 40
@@ -281,7 +292,7 @@ def test_an_out_of_range_value_shows_its_error_next_to_the_control(page: Any, pa
 
     box(page, "petal_length").fill("1.4")
     wait_for_answer(page, "setosa")
-    assert not error.is_visible()
+    assert not error.is_visible() and not warning.is_visible()
     assert box(page, "petal_length").get_attribute("aria-invalid") is None
 
 
@@ -339,7 +350,8 @@ def test_a_csv_file_is_predicted_for_download(page: Any, pages_server: Server, s
     link = page.locator("#csv-download")
     link.wait_for(state="visible")
     assert any(
-        request.method == "POST" and request.url == pages_server.url("/v1/models/iris/predict/csv")
+        request.method == "POST"
+        and request.url == pages_server.url("/v1/models/iris/predict/csv?stream=false")
         for request in sent
     )
     assert f"{CSV_ROWS} rows predicted" in page.locator("#csv-status").inner_text()

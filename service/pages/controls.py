@@ -131,10 +131,14 @@ def control(index: int, feature: Feature) -> dict[str, Any]:
     if feature.type == "int":
         low = None if low is None else math.ceil(low)
         high = None if high is None else math.floor(high)
+    # The box refuses only the declared limits; the observed range (the slider's) is a guide.
+    hard_low, hard_high = feature.limits or (None, None)
     control.update(
         kind="number",
         min=None if low is None else _number(low, feature.type),
         max=None if high is None else _number(high, feature.type),
+        limit_min=None if hard_low is None else _number(hard_low, "float"),
+        limit_max=None if hard_high is None else _number(hard_high, "float"),
         step="1" if feature.type == "int" else "any",
         value=_number(value, feature.type),
         slider=low is not None and high is not None and low < high,
