@@ -684,9 +684,10 @@ def test_openapi_documents_the_route(client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     operation = document["paths"]["/v1/models/{name}/predict/csv"]["post"]
     assert "text/csv" in operation["responses"]["200"]["content"]
-    (on_error,) = [parameter for parameter in operation["parameters"] if parameter["in"] == "query"]
+    on_error, stream = [parameter for parameter in operation["parameters"] if parameter["in"] == "query"]
     assert on_error["name"] == "on_error"
     assert on_error["schema"] == {"type": "string", "default": "row", "enum": ["row", "fail"]}
+    assert stream["name"] == "stream" and stream["schema"] == {"type": "boolean", "default": True}
     assert {"400", "404", "413", "415", "422", "503"} <= set(operation["responses"])
     assert "multipart/form-data" in operation["description"]
 

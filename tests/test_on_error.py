@@ -91,7 +91,7 @@ def test_the_parameter_is_documented_on_each_route(client: FlaskClient) -> None:
         ("/predict/batch", "fail"),
         ("/v1/models/{name}/predict/csv", "row"),
     ]:
-        (parameter,) = [item for item in paths[path]["post"]["parameters"] if item["in"] == "query"]
+        [parameter] = [item for item in paths[path]["post"]["parameters"] if item.get("name") == "on_error"]
         assert parameter["name"] == "on_error" and parameter["required"] is False
         assert parameter["schema"] == {"type": "string", "default": default, "enum": ["row", "fail"]}
         assert parameter["description"]

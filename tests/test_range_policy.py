@@ -189,3 +189,25 @@ def test_a_value_too_far_out_for_the_model_to_score_is_refused_not_a_server_erro
         assert records[3]["error"].startswith("line 5: mean_area: The model could not score this value")
     else:
         assert answer.status_code == 422 and list(answer.get_json()["errors"]) == ["line 5"]
+
+
+def test_a_file_with_a_value_the_model_cannot_score_is_refused_whole_with_on_error_fail(
+    client: FlaskClient,
+) -> None:
+    row = cancer_row_190()
+    far = {**row, "mean_area": 1e300}
+    text = ",".join(row) + "\n" + "".join(",".join(map(repr, r.values())) + "\n" for r in [row, far, row])
+    answer = client.post(
+        "/v1/models/breast_cancer/predict/csv?on_error=fail", data=text.encode(), content_type="text/csv"
+    )
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    assert answer.get_json()["errors"] == {
+        "line 3": {
+            "compactness_error": [
+                "The model could not score this value, which lies outside its training data (0 to 0.117)."
+            ],
+            "mean_area": [
+                "The model could not score this value, which lies outside its training data (0 to 2737)."
+            ],
+        }
+    }

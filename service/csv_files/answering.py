@@ -138,10 +138,13 @@ def score_all_or_nothing(scoring: PredictionRequest, source: IO[bytes], max_colu
                 continue
             try:
                 scored = scoring.score(chunk.rows)
-            except InvalidInput:
+            except InvalidInput as refused:
                 # The core's refusal lists at most MAX_LISTED_ERRORS fields; the file's may hold more.
+                # Rows the rules pass can still be refused: values the model could not score.
                 checked = chunk.rows.check(scoring.model.rules, strict=False)
-                refusal.add(chunk.rows.lines, checked.errors, len(chunk.texts))
+                lines = {f"line {int(line)}": index for index, line in enumerate(chunk.rows.lines)}
+                errors = checked.errors or {lines[key]: fields for key, fields in refused.errors.items()}
+                refusal.add(chunk.rows.lines, errors, len(chunk.texts))
                 continue
             refusal.rows += len(chunk.texts)
             spool.write(scorer.answer(chunk, scored).encode("utf-8"))
