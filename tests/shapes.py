@@ -8,8 +8,9 @@ expected answers come from the estimator itself, in this process.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -29,6 +30,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC, OneClassSVM
 from sklearn.tree import DecisionTreeClassifier
+
+from service.app import create_app
+from service.config import Settings
+from tests.servers import Server, running_server
 
 ROWS = 24  # rows of each dataset sent to the service: a spread of the data, not all of it
 
@@ -346,3 +351,16 @@ def every_shape() -> list[Shape]:
         *outlier_detectors(),
         *clusterers(),
     ]
+
+
+@contextlib.contextmanager
+def serving(shapes: Iterable[Shape], tmp_path_factory: Any, **settings: str) -> Iterator[Server]:
+    """The real server over a store holding ``shapes``, each added with the CLI."""
+    store = tmp_path_factory.mktemp("shapes_store")
+    directory = tmp_path_factory.mktemp("shape_files")
+    runner = create_app(Settings(model_store=store)).test_cli_runner()
+    for shape in shapes:
+        result = runner.invoke(args=["models", "add", *shape.add_options(directory)])
+        assert result.exit_code == 0, (shape.name, result.output)
+    with running_server(store, tmp_path_factory.mktemp("shapes_server"), **settings) as running:
+        yield running

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from service.app import create_app
-from service.config import Settings
 from tests.browsers import TIMEOUT_MS, chromium
-from tests.servers import Server, http, post_json, running_server
-from tests.shapes import clusterers, multi_output_regressors, outlier_detectors
+from tests.servers import Server, http, post_json
+from tests.shapes import clusterers, multi_output_regressors, outlier_detectors, serving
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +27,7 @@ SHAPES = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    store = tmp_path_factory.mktemp("shapes_store")
-    files = tmp_path_factory.mktemp("shape_files")
-    runner = create_app(Settings(model_store=store)).test_cli_runner()
-    for shape in SHAPES.values():
-        result = runner.invoke(args=["models", "add", *shape.add_options(files)])
-        assert result.exit_code == 0, (shape.name, result.output)
-    with running_server(store, tmp_path_factory.mktemp("shapes_server"), SERVICE_WORKERS="1") as running:
+    with serving(SHAPES.values(), tmp_path_factory, SERVICE_WORKERS="1") as running:
         yield running
 
 

@@ -57,9 +57,9 @@ def churn_frame() -> pd.DataFrame:
     )
 
 
-@pytest.fixture(scope="module")
-def churn_pipeline(churn_frame: pd.DataFrame) -> Pipeline:
-    pipeline = Pipeline(
+def churn_model() -> Pipeline:
+    """Scaled numbers and a one-hot contract (unknown contracts ignored), then a logistic regression."""
+    return Pipeline(
         [
             (
                 "prepare",
@@ -73,7 +73,11 @@ def churn_pipeline(churn_frame: pd.DataFrame) -> Pipeline:
             ("classify", LogisticRegression()),
         ]
     )
-    return pipeline.fit(churn_frame[FEATURES], churn_frame["churned"])
+
+
+@pytest.fixture(scope="module")
+def churn_pipeline(churn_frame: pd.DataFrame) -> Pipeline:
+    return churn_model().fit(churn_frame[FEATURES], churn_frame["churned"])
 
 
 @pytest.fixture
@@ -612,20 +616,7 @@ def churn_split(churn_frame: pd.DataFrame, tmp_path: Path) -> tuple[Pipeline, Pa
     """A churn pipeline fitted on the first 200 customers: (pipeline, its file, the training rows as a
     sample CSV, the 100 held-out customers)."""
     train, test = churn_frame.iloc[:200], churn_frame.iloc[200:]
-    pipeline = Pipeline(
-        [
-            (
-                "prepare",
-                ColumnTransformer(
-                    [
-                        ("num", StandardScaler(), NUMERIC),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["contract"]),
-                    ]
-                ),
-            ),
-            ("classify", LogisticRegression()),
-        ]
-    ).fit(train[FEATURES], train["churned"])
+    pipeline = churn_model().fit(train[FEATURES], train["churned"])
     artifact = tmp_path / "churn.joblib"
     joblib.dump(pipeline, artifact)
     sample = tmp_path / "train.csv"

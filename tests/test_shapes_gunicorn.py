@@ -15,10 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.app import create_app
-from service.config import Settings
-from tests.servers import Server, http, media_type, post_json, running_server
-from tests.shapes import every_shape
+from tests.servers import Server, http, media_type, post_json
+from tests.shapes import every_shape, serving
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +26,7 @@ ROUNDS = 4  # requests per shape and route
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    store = tmp_path_factory.mktemp("shapes_store")
-    files = tmp_path_factory.mktemp("shape_files")
-    runner = create_app(Settings(model_store=store)).test_cli_runner()
-    for shape in SHAPES.values():
-        result = runner.invoke(args=["models", "add", *shape.add_options(files)])
-        assert result.exit_code == 0, (shape.name, result.output)
-    with running_server(store, tmp_path_factory.mktemp("shapes_server")) as running:
+    with serving(SHAPES.values(), tmp_path_factory) as running:
         yield running
 
 
