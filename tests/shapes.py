@@ -186,7 +186,7 @@ def multi_output_regressors() -> list[Shape]:
     both = pd.concat([exercise, physiology], axis=1)
     targets = tuple(physiology.columns)
     return [
-        # The failure: fitted on numpy, added without a sample (names x0.., y0..).
+        # Fitted on numpy and added without a sample: names x0.., targets y0..
         Shape(
             "linnerud_numpy",
             "regression",
