@@ -337,7 +337,7 @@ def test_a_clusterer_has_no_target(empty_store: Path, tmp_path: Path) -> None:
     )
 
 
-# --- The failure, through the real command ------------------------------------------
+# --- A multi-output regressor fitted on numpy, through the real command ------------------
 
 
 def test_real_command_adds_a_multi_output_linear_regression_fitted_on_numpy(tmp_path: Path) -> None:
