@@ -184,7 +184,7 @@ def test_bad_rows_of_the_first_chunk_are_answered_in_place(
     assert "Content-Length" not in response.headers
     lines = response.text.split("\r\n")
     assert len(lines) == 1 + 50 + 1 and lines[-1] == ""
-    assert lines[4].endswith(",,,,,line 5: petal_width: Not a valid number.")
+    assert lines[4].endswith(",,,,,line 5: petal_width: Not a valid number.,")  # no warnings
     predicted = [line.split(",")[5] for index, line in enumerate(lines[1:-1]) if index != 3]
     assert predicted == [label for index, (_, label) in enumerate(iris_rows[:50]) if index != 3]
 
@@ -237,7 +237,7 @@ def test_a_fault_mid_stream_ends_the_answer_with_its_reason_and_the_upload_is_st
     assert len(lines) == 1 + 20_000 + 1
     stop = re.fullmatch(
         rb",,,,,,,,,line (\d+): Scoring stopped: Line \1 cannot be read as CSV: "
-        rb"field larger than field limit \(131072\)\. The rows from line 20002 on are not in this answer\.",
+        rb"field larger than field limit \(131072\)\. The rows from line 20002 on are not in this answer\.,",
         lines[-1],
     )
     assert stop is not None and int(stop.group(1)) > 24_002, lines[-1]
