@@ -174,15 +174,14 @@ def add_model(
         if isinstance(warning.message, InconsistentVersionWarning):
             trained_with["sklearn"] = warning.message.original_sklearn_version
     frame = _read_csv(sample) if sample else None
-    if frame is not None and held_out and target in frame.columns:
-        frame = frame.drop(columns=[target])  # the truth is measured on the held-out rows instead
     try:
         manifest = describe_estimator(
             estimator,
             name=name,
             version=version,
             sample=frame,
-            target=None if held_out else target,
+            target=target,
+            measure=not held_out,  # with --eval, the truth is measured on the held-out rows instead
             description=description,
             trained_with=trained_with,
             dataset={"sample": sample.name, "rows": len(frame)} if sample and frame is not None else {},

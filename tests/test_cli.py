@@ -19,7 +19,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_diabetes, load_iris
+from sklearn.datasets import load_diabetes, load_iris, load_linnerud
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score
 from sklearn.neighbors import RadiusNeighborsClassifier
@@ -693,6 +693,37 @@ def test_eval_measures_a_regressor_fitted_on_arrays_without_a_sample(
         "mae": pytest.approx(mean_absolute_error(test["target"], predicted), abs=1e-12),
     }
     assert manifest["evaluation"] == {"data": "held_out", "rows": len(test), "source": "held_out.csv"}
+
+
+def test_eval_measures_a_model_with_several_outputs_on_its_named_targets(
+    make_app: Callable[..., Flask], empty_store: Path, tmp_path: Path
+) -> None:
+    """--target a,b,c names the targets; the sample's copies of them are set aside, not features."""
+    exercise, body = load_linnerud(return_X_y=True, as_frame=True)
+    both = pd.concat([exercise, body], axis=1)
+    train, test = both.iloc[:14], both.iloc[14:]
+    model = Ridge().fit(train[exercise.columns], train[body.columns])
+    artifact, sample, held_out = tmp_path / "ridge.joblib", tmp_path / "train.csv", tmp_path / "test.csv"
+    joblib.dump(model, artifact)
+    train.to_csv(sample, index=False)
+    test.to_csv(held_out, index=False)
+    app = make_app(model_store=empty_store)
+    targets = ",".join(body.columns)
+    options = ["--sample", str(sample), "--eval", str(held_out), "--target", targets]
+    result = invoke(app, "add", str(artifact), "--name", "body", *options)
+    assert result.exit_code == 0, result.output
+    manifest = read_json(empty_store / "body" / "1" / "model.json")
+    assert manifest["targets"] == list(body.columns)
+    assert [feature["name"] for feature in manifest["features"]] == list(exercise.columns)
+    predicted = model.predict(test[exercise.columns])
+    assert manifest["metrics"] == {
+        "r2": pytest.approx(r2_score(test[body.columns], predicted), abs=1e-12),
+        "mae": pytest.approx(mean_absolute_error(test[body.columns], predicted), abs=1e-12),
+    }
+    assert manifest["evaluation"] == {"data": "held_out", "rows": len(test), "source": "test.csv"}
+    short = invoke(app, "add", str(artifact), "--name", "body", "--eval", str(held_out), "--target", "Weight")
+    assert short.exit_code == 1
+    assert "the model predicts 3 outputs per row; --target names 1 column" in short.output
 
 
 @pytest.mark.parametrize(

@@ -17,45 +17,68 @@ from service.models.introspect import sample_metrics
 from service.models.manifest import Evaluation, Manifest
 from service.models.shapes import IntrospectionError, plain
 
-# Tasks whose metrics ``sample_metrics`` knows (with one output).
+# Tasks whose metrics ``sample_metrics`` knows.
 MEASURED_TASKS = ("classification", "regression")
 
 
 def with_held_out_metrics(
     manifest: Manifest, estimator: Any, rows: pd.DataFrame, target: str, source: str
 ) -> Manifest:
-    """``manifest`` with metrics measured on ``rows`` (held out), whose ``target`` column is the truth.
+    """``manifest`` with metrics measured on ``rows`` (held out), whose ``target`` column is the truth
+    (for a model with several outputs, one column per target, comma-separated).
 
     Raises ``IntrospectionError`` naming ``source`` when the file does not fit
     the model: no target column, missing feature columns, empty or unknown labels.
     """
     if manifest.task not in MEASURED_TASKS:
+        raise IntrospectionError(f"--eval measures classifiers and regressors, not a {manifest.task} model")
+    names = [target] if target in rows.columns else [name.strip() for name in target.split(",")]
+    outputs = len(manifest.targets or ()) or 1
+    if len(names) != outputs:
         raise IntrospectionError(
-            f"--eval measures classifiers and regressors with one output, not a {manifest.task} model"
+            f"the model predicts {outputs} output{'s' if outputs > 1 else ''} per row; --target names "
+            f"{len(names)} column{'s' if len(names) > 1 else ''}: name one per output, comma-separated"
         )
-    if target not in rows.columns:
+    absent = [name for name in names if name not in rows.columns]
+    if absent:
         columns = listing([str(column) for column in rows.columns])
-        raise IntrospectionError(f"{source} has no target column {target!r} (its columns: {columns})")
+        named = listing([repr(name) for name in absent])
+        raise IntrospectionError(
+            f"{source} has no target column{'s' if len(absent) > 1 else ''} {named} (its columns: {columns})"
+        )
     if rows.empty:
         raise IntrospectionError(f"{source} has no rows")
-    truth = rows[target]
-    empty = int(truth.isna().sum())
-    if empty:
-        raise IntrospectionError(f"the target column {target!r} of {source} has {empty} empty cells")
-    features = _feature_columns(manifest, estimator, rows.drop(columns=[target]), source)
-    if manifest.task == "classification":
-        truth = _labels(truth, manifest.classes or (), f"the target column {target!r} of {source}")
-    else:
-        numbers = pd.to_numeric(truth, errors="coerce")
-        if numbers.isna().any():
-            raise IntrospectionError(
-                f"the target column {target!r} of {source} holds values that are not numbers"
-            )
-        truth = numbers
+    classes = manifest.classes or ()
+    truths = [
+        _truth(
+            rows[name],
+            manifest.task,
+            classes[index] if manifest.targets and classes else classes,
+            name,
+            source,
+        )
+        for index, name in enumerate(names)
+    ]
+    features = _feature_columns(manifest, estimator, rows.drop(columns=names), source)
+    truth = truths[0] if len(truths) == 1 else pd.concat(truths, axis=1)
     metrics = sample_metrics(estimator, manifest.task, features, truth)
     return replace(
         manifest, metrics=metrics, evaluation=Evaluation("held_out", rows=len(rows), source=source)
     )
+
+
+def _truth(column: pd.Series, task: str, classes: Any, name: str, source: str) -> pd.Series:
+    """One target column's true values, as the model's labels or as numbers."""
+    where = f"the target column {name!r} of {source}"
+    empty = int(column.isna().sum())
+    if empty:
+        raise IntrospectionError(f"{where} has {empty} empty cells")
+    if task == "classification":
+        return _labels(column, tuple(classes), where)
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.isna().any():
+        raise IntrospectionError(f"{where} holds values that are not numbers")
+    return numbers
 
 
 def _feature_columns(manifest: Manifest, estimator: Any, rows: pd.DataFrame, source: str) -> pd.DataFrame:

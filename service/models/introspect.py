@@ -207,16 +207,22 @@ def sample_metrics(
     }
 
 
-def _target_columns(target: str | Sequence[str] | None, sample: pd.DataFrame | None) -> list[str]:
-    """The sample's target columns: ``target`` if a column has that name, else its comma-separated names."""
-    if target is None or sample is None:
+def _target_columns(
+    target: str | Sequence[str] | None, sample: pd.DataFrame | None, *, in_sample: bool = True
+) -> list[str]:
+    """The target columns: ``target`` if the sample has a column of that name, else its comma-separated
+    names. ``in_sample``: the sample must hold them (they are measured on it)."""
+    if target is None:
         return []
     if isinstance(target, str):
-        target = [target] if target in sample.columns else target.split(",")
+        whole = sample is not None and target in sample.columns
+        target = [target] if whole else target.split(",")
     names = [name.strip() for name in target]
     if len(set(names)) != len(names):
         raise IntrospectionError(f"the target columns {', '.join(names)} name a column more than once")
-    missing = [name for name in names if name not in sample.columns]
+    missing = (
+        [] if sample is None or not in_sample else [name for name in names if name not in sample.columns]
+    )
     if missing:
         shown = ", ".join(map(repr, missing))
         raise IntrospectionError(f"the sample has no target column{'s' if len(missing) > 1 else ''} {shown}")
@@ -238,6 +244,7 @@ def describe_estimator(
     metrics: dict[str, float] | None = None,
     evaluation: Evaluation | None = None,
     sample_name: str | None = None,
+    measure: bool = True,
 ) -> Manifest:
     """A manifest for ``estimator``; the artifact hash is filled in when it is stored.
 
@@ -246,21 +253,25 @@ def describe_estimator(
     ``notes`` maps feature names to (description, unit); ``metrics``, when given,
     are recorded as they are (with ``evaluation``, how they were measured)
     instead of being measured on the sample. ``sample_name`` names the sample
-    (its file) where the manifest says what came from it.
+    (its file) where the manifest says what came from it. Without ``measure``
+    (metrics come from held-out rows instead), ``target`` only names the targets,
+    and the sample's target columns, if it has them, are set aside.
     """
     task = task_of(estimator)
     labels = None
     notes = notes or {}
     typical_row = None
-    target_columns = _target_columns(target, sample)
+    target_columns = _target_columns(target, sample, in_sample=measure)
     if target_columns and task not in ("classification", "regression"):
         raise IntrospectionError(
             f"a {task.replace('_', ' ')} model has no true values to measure: --target is for "
             "classifiers and regressors."
         )
     if sample is not None and target_columns:
-        labels = sample[target_columns[0]] if len(target_columns) == 1 else sample[target_columns]
-        sample = sample.drop(columns=target_columns)
+        present = [name for name in target_columns if name in sample.columns]
+        if measure:
+            labels = sample[present[0]] if len(present) == 1 else sample[present]
+        sample = sample.drop(columns=present)
     names = feature_names_of(estimator, sample)
     if sample is not None:
         sample = sample[names] if hasattr(estimator, "feature_names_in_") else sample
