@@ -20,7 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from flask.testing import FlaskClient
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from service.app import create_app
 from service.config import Settings
@@ -232,3 +236,45 @@ def test_without_a_sample_the_estimator_says_which_features_take_missing_values(
         args=["models", "add", str(tmp_path / "penguins.joblib"), "--name", "penguins", "--nullable", "beak"]
     )
     assert result.exit_code == 1 and "the model has no feature 'beak'" in result.output
+
+
+def test_an_encoder_that_learned_none_as_a_category_is_given_none(tmp_path: Path) -> None:
+    """Fitted on a numpy object array, a one-hot encoder learns a missing string as None (not NaN)."""
+    rng = np.random.default_rng(4)
+    colours = rng.choice(np.array(["red", "blue", None], dtype=object), 120)
+    sizes = rng.uniform(0, 10, 120)
+    rows = np.column_stack([colours, sizes]).astype(object)
+    labels = np.where((colours == "red") | (sizes > 7), "big", "small")
+    model = make_pipeline(
+        ColumnTransformer([("colour", OneHotEncoder(), [0])], remainder="passthrough"), LogisticRegression()
+    ).fit(rows, labels)
+    joblib.dump(model, tmp_path / "model.joblib")
+    pd.DataFrame({"colour": colours, "size": sizes}).to_csv(tmp_path / "sample.csv", index=False)
+    app = create_app(Settings(model_store=tmp_path / "store"))
+    add_with_cli(
+        app, str(tmp_path / "model.joblib"), "--name", "sizes", "--sample", str(tmp_path / "sample.csv")
+    )
+    colour = manifest_features(tmp_path / "store", "sizes")["colour"]
+    assert (colour["nullable"], colour["missing_value"]) == (True, "none")
+    client = create_app(Settings(model_store=tmp_path / "store")).test_client()
+    expected = model.predict_proba(np.array([[None, 8.0], [None, 2.0]], dtype=object)).tolist()
+    answer = client.post(
+        "/v1/models/sizes/predict", json={"instances": [{"colour": None, "size": 8.0}, {"size": 2.0}]}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert [
+        [row[label] for label in model.classes_] for row in answer.get_json()["probabilities"]
+    ] == expected
+    text = "colour,size\n,8.0\nNA,2.0\n"
+    records = list(
+        csv.DictReader(
+            io.StringIO(
+                client.post(
+                    "/v1/models/sizes/predict/csv", data=text.encode(), content_type="text/csv"
+                ).get_data(as_text=True)
+            )
+        )
+    )
+    assert [
+        [float(record[f"probability_{label}"]) for label in model.classes_] for record in records
+    ] == expected

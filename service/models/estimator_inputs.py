@@ -50,34 +50,56 @@ def nullable_columns(estimator: Any, names: Sequence[str]) -> set[str]:
     return {name for index, name in enumerate(names) if _fate([estimator], index) != REFUSED}
 
 
-def encoded_columns(estimator: Any) -> dict[str, EncodedColumn]:
-    """Columns, by name, that a fitted column transformer sends straight to a one-hot or ordinal
-    encoder with string categories."""
+def encoded_columns(estimator: Any, names: Sequence[str] = ()) -> dict[str, EncodedColumn]:
+    """Columns, by name, that go straight to a one-hot or ordinal encoder with string categories:
+    the estimator's first step (its input columns are ``names``, in order), or a branch of a
+    fitted column transformer that selects columns by name (or, first, by position)."""
     found: dict[str, EncodedColumn] = {}
+    first = _first_step(estimator)
+    if isinstance(first, OneHotEncoder | OrdinalEncoder) and len(names) == len(first.categories_):
+        found.update(_encoded(first, list(names)))
     for step in _steps(estimator):
         if not isinstance(step, ColumnTransformer):
             continue
         for _, transformer, columns in getattr(step, "transformers_", []):
-            selected = np.atleast_1d(columns)
-            if not all(isinstance(column, str) for column in selected.tolist()):
+            selected = np.atleast_1d(columns).tolist()
+            if step is first and names and all(type(column) is int for column in selected):
+                selected = [names[column] for column in selected]  # its columns are the model's inputs
+            if not all(isinstance(column, str) for column in selected):
                 continue
             encoder = next(
                 (s for s in _steps(transformer) if isinstance(s, OneHotEncoder | OrdinalEncoder)), None
             )
-            if encoder is None:
-                continue
-            for column, categories in zip(selected.tolist(), encoder.categories_, strict=True):
-                labels = [c.item() if isinstance(c, np.generic) else c for c in categories]
-                known = tuple(label for label in labels if not is_missing(label))
-                if not known or not all(isinstance(label, str) for label in known):
-                    continue
-                missing = next((label for label in labels if is_missing(label)), "absent")
-                found[str(column)] = EncodedColumn(
-                    categories=known,
-                    accepts_unknown=_takes_unknown(encoder),
-                    missing_value=None if missing == "absent" else "none" if missing is None else "nan",
-                )
+            if encoder is not None:
+                found.update(_encoded(encoder, selected))
     return found
+
+
+def _encoded(encoder: Any, columns: list[str]) -> dict[str, EncodedColumn]:
+    """What ``encoder`` learned of each of ``columns`` (its input columns, in order)."""
+    found = {}
+    for column, categories in zip(columns, encoder.categories_, strict=True):
+        labels = [c.item() if isinstance(c, np.generic) else c for c in categories]
+        known = tuple(label for label in labels if not is_missing(label))
+        if not known or not all(isinstance(label, str) for label in known):
+            continue
+        missing = next((label for label in labels if is_missing(label)), "absent")
+        found[str(column)] = EncodedColumn(
+            categories=known,
+            accepts_unknown=_takes_unknown(encoder),
+            missing_value=None if missing == "absent" else "none" if missing is None else "nan",
+        )
+    return found
+
+
+def _first_step(estimator: Any) -> Any:
+    """The step that first sees the input columns."""
+    while isinstance(estimator, Pipeline):
+        steps = [step for _, step in estimator.steps if not (step is None or step == "passthrough")]
+        if not steps:
+            return None
+        estimator = steps[0]
+    return estimator
 
 
 def _takes_unknown(encoder: Any) -> bool:

@@ -95,7 +95,7 @@ def with_input_handling(
     """``features`` with what the fitted estimator says of them: the categories its encoders
     learned (and whether they take unknown ones), which columns take missing values."""
     names = [feature.name for feature in features]
-    encoded = encoded_columns(estimator)
+    encoded = encoded_columns(estimator, names)
     nullable = nullable_columns(estimator, names)
     if sample is not None:
         nullable |= {name for name in names if sample[name].isna().any()}
@@ -108,8 +108,12 @@ def with_input_handling(
             changes["accepts_unknown"] = column.accepts_unknown
             if column.missing_value is not None:
                 changes["missing_value"] = column.missing_value
-            if feature.typical not in column.categories and not column.accepts_unknown:
-                changes["typical"] = None
+            if (
+                feature.typical is not None
+                and feature.typical not in column.categories
+                and not column.accepts_unknown
+            ):
+                changes["typical"] = column.categories[0]  # the sample's is not one the model knows
         if feature.name in nullable:
             changes["nullable"] = True
         found.append(dataclasses.replace(feature, **changes) if changes else feature)
@@ -284,7 +288,8 @@ def describe_estimator(
         ]
         typical_row = TypicalRow("sample", sample_name)
     else:
-        categories = {name: column.categories for name, column in encoded_columns(estimator).items()}
+        encoded = encoded_columns(estimator, names)
+        categories = {name: column.categories for name, column in encoded.items()}
         features = [
             Feature(n, "category", categories=categories[n]) if n in categories else Feature(n, "float")
             for n in names
