@@ -66,6 +66,12 @@ def client(store: dict[str, Any]) -> FlaskClient:
     return app.test_client()
 
 
+def csv_records(client: FlaskClient, path: str, text: str) -> list[dict[str, str]]:
+    response = client.post(path, data=text.encode(), content_type="text/csv")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
 def manifest_features(root: Path, name: str) -> dict[str, dict[str, Any]]:
     document = json.loads((root / name / "1" / "model.json").read_text())
     return {feature["name"]: feature for feature in document["features"]}
@@ -143,15 +149,7 @@ def test_car_rows_with_missing_horsepower_are_answered_as_in_process(
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["predictions"] == expected
     text = frame.to_csv(index=False)
-    answer = list(
-        csv.DictReader(
-            io.StringIO(
-                client.post(
-                    "/v1/models/cars/predict/csv", data=text.encode(), content_type="text/csv"
-                ).get_data(as_text=True)
-            )
-        )
-    )
+    answer = csv_records(client, "/v1/models/cars/predict/csv", text)
     assert [float(record["prediction"]) for record in answer] == expected
 
 
@@ -266,15 +264,7 @@ def test_an_encoder_that_learned_none_as_a_category_is_given_none(tmp_path: Path
         [row[label] for label in model.classes_] for row in answer.get_json()["probabilities"]
     ] == expected
     text = "colour,size\n,8.0\nNA,2.0\n"
-    records = list(
-        csv.DictReader(
-            io.StringIO(
-                client.post(
-                    "/v1/models/sizes/predict/csv", data=text.encode(), content_type="text/csv"
-                ).get_data(as_text=True)
-            )
-        )
-    )
+    records = csv_records(client, "/v1/models/sizes/predict/csv", text)
     assert [
         [float(record[f"probability_{label}"]) for label in model.classes_] for record in records
     ] == expected
