@@ -133,7 +133,7 @@ class PredictionRequest:
             if not flags:
                 self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, len(valid), 0.0))
                 raise
-            return self._without_flagged(rows, checked, flags, first, partial=partial)
+            return self._without_flagged(rows, checked, valid, flags, first, partial=partial)
         seconds = time.perf_counter() - started
         self._tell(
             Outcome(
@@ -152,7 +152,7 @@ class PredictionRequest:
         return Scored(checked, prediction, warnings)
 
     def _without_flagged(
-        self, rows: Rows, checked: Checked, flags: RowErrors, first: int, *, partial: bool
+        self, rows: Rows, checked: Checked, valid: np.ndarray, flags: RowErrors, first: int, *, partial: bool
     ) -> Scored:
         """The model failed on rows some of whose values lie outside its training data.
 
@@ -160,9 +160,8 @@ class PredictionRequest:
         model calls; past it, the rest are taken as unscorable). Those become the
         client's errors, refused like any bad value, and the other rows are
         answered. If the model fails on rows it has no reason to, the fault is its
-        own (``PredictionFailed``).
+        own (``PredictionFailed``). ``valid``: the indexes of the valid rows (``checked.valid``).
         """
-        valid = np.flatnonzero(checked.valid)
         budget = [MAX_SEARCH_CALLS]
         failing = self._failing(checked.matrix, sorted(flags), budget)
         keep = np.ones(len(valid), dtype=bool)

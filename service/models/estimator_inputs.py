@@ -27,6 +27,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
+from service.models.shapes import first_step, plain
+
 ABSORBED, PASSED, REFUSED = "absorbed", "passed", "refused"
 # One-hot encoders with these settings encode a category they never saw as all zeros.
 _ONE_HOT_UNKNOWN = ("ignore", "infrequent_if_exist", "warn")
@@ -55,7 +57,7 @@ def encoded_columns(estimator: Any, names: Sequence[str] = ()) -> dict[str, Enco
     the estimator's first step (its input columns are ``names``, in order), or a branch of a
     fitted column transformer that selects columns by name (or, first, by position)."""
     found: dict[str, EncodedColumn] = {}
-    first = _first_step(estimator)
+    first = first_step(estimator)
     if isinstance(first, OneHotEncoder | OrdinalEncoder) and len(names) == len(first.categories_):
         found.update(_encoded(first, list(names)))
     for step in _steps(estimator):
@@ -79,7 +81,7 @@ def _encoded(encoder: Any, columns: list[str]) -> dict[str, EncodedColumn]:
     """What ``encoder`` learned of each of ``columns`` (its input columns, in order)."""
     found = {}
     for column, categories in zip(columns, encoder.categories_, strict=True):
-        labels = [c.item() if isinstance(c, np.generic) else c for c in categories]
+        labels = [plain(c) for c in categories]
         known = tuple(label for label in labels if not is_missing(label))
         if not known or not all(isinstance(label, str) for label in known):
             continue
@@ -90,16 +92,6 @@ def _encoded(encoder: Any, columns: list[str]) -> dict[str, EncodedColumn]:
             missing_value=None if missing == "absent" else "none" if missing is None else "nan",
         )
     return found
-
-
-def _first_step(estimator: Any) -> Any:
-    """The step that first sees the input columns."""
-    while isinstance(estimator, Pipeline):
-        steps = [step for _, step in estimator.steps if not (step is None or step == "passthrough")]
-        if not steps:
-            return None
-        estimator = steps[0]
-    return estimator
 
 
 def _takes_unknown(encoder: Any) -> bool:

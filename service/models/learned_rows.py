@@ -40,6 +40,9 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from service.models.estimator_inputs import is_missing
+from service.models.shapes import first_step, plain
+
 # The nearest-to-the-mean training row is searched this many rows at a time, so
 # the search needs a bounded amount of memory beside the rows the model keeps.
 _SEARCH_CHUNK_ROWS = 10_000
@@ -73,7 +76,7 @@ _Found = tuple[list[Any], list[str]]
 
 def _centre(step: Any) -> _Found | None:
     if isinstance(step, Pipeline):
-        first = next((s for _, s in step.steps if s not in (None, "passthrough")), None)
+        first = first_step(step)
         return None if first is None else _centre(first)
     if isinstance(step, ColumnTransformer):
         return _columns_centre(step)
@@ -161,10 +164,10 @@ def _pca(step: PCA | IncrementalPCA) -> tuple[list[Any], str]:
 def _encoder(step: OneHotEncoder | OrdinalEncoder) -> tuple[list[Any], str] | None:
     values = []
     for categories in step.categories_:
-        seen = [c for c in categories if not (isinstance(c, float) and math.isnan(c))]
+        seen = [c for c in categories if not is_missing(c)]
         if not seen:
             return None
-        values.append(seen[0].item() if isinstance(seen[0], np.generic) else seen[0])
+        values.append(plain(seen[0]))
     return values, "the first category of each column {model} learned"
 
 

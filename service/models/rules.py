@@ -293,12 +293,8 @@ class RuleSet:
         ranged, low, high, opened, messages = self._flagging
         found: RowErrors = {}
         if len(ranged):
-            values = matrix[:, ranged]
-            if values.dtype != np.float64:
-                values = np.array(
-                    [[np.nan if v is None else float(v) for v in row] for row in values.tolist()],
-                    dtype=np.float64,
-                )
+            # An object matrix holds numbers (a missing one as NaN, see ``assemble``) in these columns.
+            values = matrix[:, ranged].astype(np.float64, copy=False)
             with np.errstate(invalid="ignore"):
                 outside = (values < low) | (values > high)
             for row, column in zip(*np.nonzero(outside), strict=True):

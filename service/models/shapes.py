@@ -31,6 +31,21 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def first_step(estimator: Any) -> Any:
+    """The step that first sees the input columns, through nested pipelines (None if every step
+    passes them through)."""
+    while isinstance(estimator, Pipeline):
+        estimator = next(
+            (
+                step
+                for _, step in estimator.steps
+                if not (step is None or (isinstance(step, str) and step == "passthrough"))
+            ),
+            None,
+        )
+    return estimator
+
+
 def final_step(estimator: Any) -> Any:
     """The estimator at the end of (nested) pipelines: the one that predicts."""
     while isinstance(estimator, Pipeline):

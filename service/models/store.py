@@ -45,7 +45,7 @@ from service.models.manifest import (
     decode_manifest,
     write_manifest,
 )
-from service.models.shapes import declared_outputs
+from service.models.shapes import declared_outputs, plain
 from service.models.store_files import LEAVES_STORE, Refused, inside, read_regular, subdirectories
 from service.models.versions import version_key, version_mismatches
 
@@ -269,9 +269,9 @@ def _check_estimator(manifest: Manifest, estimator: Any) -> None:
         classes = getattr(estimator, "classes_", [])
         # A multi-output classifier has a list of label arrays, one per target.
         fitted: list[Any] = (
-            [[_plain(label) for label in labels] for labels in classes]
+            [[plain(label) for label in labels] for labels in classes]
             if isinstance(classes, list)
-            else [_plain(label) for label in classes]
+            else [plain(label) for label in classes]
         )
         listed = list(manifest.classes or ())
         if manifest.targets is not None:
@@ -293,8 +293,3 @@ def _check_estimator(manifest: Manifest, estimator: Any) -> None:
             raise ManifestError(
                 name, version, f"artifact holds a {type(estimator).__name__}, which has no {method}()"
             )
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, for comparison with JSON values."""
-    return value.item() if hasattr(value, "item") else value
