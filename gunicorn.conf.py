@@ -37,7 +37,7 @@ from prometheus_client import multiprocess
 from threadpoolctl import threadpool_limits
 
 from service.app import unservable_reason
-from service.logs import ACCESS_LOG_FORMAT, logging_config
+from service.logs import logging_config
 from service.state import EXTENSION_KEY
 
 # --- Shared memory ---------------------------------------------------------------
@@ -83,12 +83,14 @@ max_requests_jitter = settings.max_requests_jitter
 control_socket_disable = True
 
 # --- Logging -------------------------------------------------------------------
-# One JSON object per line on stdout, for the access log and everything else
-# (python-json-logger, configured in service/logs.py).
-accesslog = "-"
+# One JSON object per line on stdout (python-json-logger, configured in
+# service/logs.py). The access log is the app's (service/access_log.py): it
+# writes each record in one call, where Gunicorn's would first gather every
+# header and variable of the request.
+accesslog = None
+logger_class = "service.logs.ServerLogger"
 errorlog = "-"
 loglevel = settings.log_level.lower()
-access_log_format = ACCESS_LOG_FORMAT
 logconfig_dict = logging_config(settings.log_level)
 # Python warnings (a library's UserWarning, say) become log records too, so they
 # reach stdout as JSON like everything else rather than stderr as bare text.

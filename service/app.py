@@ -9,6 +9,7 @@ from flask import Flask
 from flask.wrappers import Response
 
 from service import cli, pages
+from service.access_log import AccessLog
 from service.api import (
     csv_predict,
     docs,
@@ -59,6 +60,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     # A body the server cannot read to its end (broken chunked framing, shorter
     # than its Content-Length) is the client's fault: a 400 on every route.
     app.wsgi_app = wsgi_input.CheckedBodies(app.wsgi_app)
+    if settings.access_log:
+        app.wsgi_app = AccessLog(app.wsgi_app)
     json_provider.init_app(app)  # orjson; keys keep type/title/status/detail and manifest order
 
     store = ModelStore(settings.model_store)

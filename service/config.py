@@ -127,6 +127,8 @@ class Settings:
     max_requests: int = 10000
     max_requests_jitter: int = 1000
     log_level: str = "INFO"
+    # One JSON line per request on stdout, written by the app (service.access_log).
+    access_log: bool = True
 
     # Observability
     prediction_log: Path | None = None  # one JSON line per predicted row; off when None
@@ -189,6 +191,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MAX_REQUESTS": ("max_requests", _non_negative_int),
     "SERVICE_MAX_REQUESTS_JITTER": ("max_requests_jitter", _non_negative_int),
     "SERVICE_LOG_LEVEL": ("log_level", _log_level),
+    "SERVICE_ACCESS_LOG": ("access_log", _boolean),
     "SERVICE_PREDICTION_LOG": ("prediction_log", lambda raw: Path(raw.strip())),
     # Not stripped: prometheus_client uses the value as it is, and this must name
     # the same directory.

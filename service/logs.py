@@ -1,11 +1,13 @@
 """Structured logs: one JSON object per line on stdout, for the app and for Gunicorn.
 
 ``logging_config`` is what ``gunicorn.conf.py`` hands to Gunicorn as
-``logconfig_dict``; the JSON itself is written by python-json-logger. Two
-filters add the fields an operator searches by: the request id, method, route,
-status and duration, the model and version, and the worker's pid. Request and
-response bodies and headers are never logged (they may carry secrets); the
-access log records the path without its query string for the same reason.
+``logconfig_dict``; the JSON itself is written by python-json-logger. A filter
+adds the fields an operator searches by: the request id, method and route, the
+model and version; every record has the process's pid. The access log, with the
+same fields plus status and duration, is written by ``service.access_log``.
+Request and response bodies and headers are never logged (they may carry
+secrets); the access log records the path without its query string for the
+same reason.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from typing import Any
 
 from flask import g, has_request_context, request
+from gunicorn import glogging
 
 
 class RequestContext(logging.Filter):
@@ -29,27 +32,17 @@ class RequestContext(logging.Filter):
         return True
 
 
-class AccessFields(logging.Filter):
-    """Turns Gunicorn's access-log atoms into fields of the record."""
+class ServerLogger(glogging.Logger):
+    """Gunicorn's logger without its access log, which the app writes (``service.access_log``).
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        atoms = record.args if isinstance(record.args, dict) else None
-        if atoms is None:
-            return True
-        record.request_id = atoms.get("{x-request-id}o")
-        record.method = atoms.get("m")
-        record.path = atoms.get("U")
-        record.route = atoms.get("{service.route}e")
-        record.status = int(atoms["s"]) if str(atoms.get("s", "")).isdigit() else atoms.get("s")
-        record.duration = float(atoms["L"]) if "L" in atoms else None
-        record.model = atoms.get("{service.model}e")
-        record.version = atoms.get("{service.model_version}e")
-        record.remote_addr = atoms.get("h")
-        return True
+    Gunicorn turns its access log on whenever a logging configuration is given,
+    and then gathers every header and variable of each request for it.
+    """
 
+    access_log_enabled = False
 
-# Gunicorn's access-log message; the fields above carry the details.
-ACCESS_LOG_FORMAT = "%(m)s %(U)s %(s)s"
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -66,15 +59,10 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {"json": json_formatter},
         "filters": {
             "request_context": {"()": "service.logs.RequestContext"},
-            "access_fields": {"()": "service.logs.AccessFields"},
         },
-        "handlers": {
-            "app": {**stdout, "filters": ["request_context"]},
-            "access": {**stdout, "filters": ["access_fields"]},
-        },
+        "handlers": {"app": {**stdout, "filters": ["request_context"]}},
         "root": {"level": level, "handlers": ["app"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": ["app"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
         },
     }

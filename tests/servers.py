@@ -35,7 +35,7 @@ PROBLEM = "application/problem+json"
 
 # Every log record (Gunicorn's access and error logs, the app's own) is one JSON
 # object per line on stdout: see service/logs.py.
-ACCESS_LOGGER = "gunicorn.access"
+ACCESS_LOGGER = "service.access"
 
 # Two workers, so that tests see requests spread over processes; a short graceful
 # timeout, as an idle test server has nothing to finish when it is stopped.

@@ -204,7 +204,7 @@ def check_logs(server: Server, sent: list[Sent], worker_pids: set[int]) -> None:
 
     access: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for record in records:
-        if record["logger"] == "gunicorn.access":
+        if record["logger"] == "service.access":
             access[record["request_id"]].append(record)
     wrong = []
     for item in sent:
@@ -233,7 +233,7 @@ def check_logs(server: Server, sent: list[Sent], worker_pids: set[int]) -> None:
     assert not wrong, f"{len(wrong)} of {len(sent)} requests were logged wrong:\n" + "\n".join(wrong[:10])
     assert len(access["scrape-after"]) == 1
 
-    app_records = [record for record in records if record["logger"] != "gunicorn.access"]
+    app_records = [record for record in records if record["logger"] != "service.access"]
     loads = [
         r
         for r in app_records

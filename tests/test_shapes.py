@@ -29,13 +29,13 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.tree import DecisionTreeClassifier
 
-from service.api.answers import prediction_schemas
+from service.api.answers import compact_schema, prediction_schemas
 from service.app import create_app
 from service.config import Settings
 from service.state import state
 from tests.observed import read_audit, scrape
 from tests.servers import run_in_repo
-from tests.shapes import every_shape
+from tests.shapes import every_shape, label_text
 
 FLASK = Path(sys.executable).parent / "flask"
 SHAPES = {shape.name: shape for shape in every_shape()}
@@ -182,6 +182,49 @@ def test_answers_match_the_models_openapi_schemas(shapes_app: Flask, client: Fla
         assert properties["prediction"]["enum"] == [1, -1]
     elif shape.task == "clustering":
         assert properties["prediction"]["type"] == "integer" and properties["prediction"]["minimum"] == 0
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_the_compact_answer_holds_the_default_answers_values(
+    shapes_app: Flask, client: FlaskClient, name: str
+) -> None:
+    """``format=compact`` names classes and targets once; the values are the default answer's."""
+    rows = SHAPES[name].rows()
+    path = f"/v1/models/{name}/predict/batch"
+    default = ok(client.post(path, json=rows))
+    compact = ok(client.post(f"{path}?format=compact", json=rows))
+    with shapes_app.app_context():
+        compact_schema(state().registry.get(name))().load(compact)
+    assert (compact["model"], compact["model_version"]) == (default["model"], default["model_version"])
+    if SHAPES[name].target_names:
+        assert compact["targets"] == SHAPES[name].target_names
+        rebuilt = [dict(zip(compact["targets"], row, strict=True)) for row in compact["predictions"]]
+        assert rebuilt == default["predictions"]
+    else:
+        assert "targets" not in compact
+        assert compact["predictions"] == default["predictions"]
+    if "probabilities" in default:
+        keys = [label_text(label) for label in compact["classes"]]
+        rebuilt = [dict(zip(keys, row, strict=True)) for row in compact["probabilities"]]
+        assert rebuilt == default["probabilities"]
+    else:
+        assert "probabilities" not in compact and "classes" not in compact
+    assert compact.get("scores") == default.get("scores")
+
+
+def test_a_compact_answer_row_by_row_nulls_the_invalid_rows(client: FlaskClient) -> None:
+    name = next(
+        name for name, shape in SHAPES.items() if shape.task == "classification" and not shape.target_names
+    )
+    rows = SHAPES[name].rows()[:3]
+    bad = {**rows[1], SHAPES[name].features[0]: "many"}
+    path = f"/v1/models/{name}/predict/batch"
+    answer = ok(client.post(f"{path}?format=compact&on_error=row", json=[rows[0], bad, rows[2]]))
+    whole = ok(client.post(f"{path}?format=compact", json=[rows[0], rows[2]]))
+    assert answer["predictions"] == [whole["predictions"][0], None, whole["predictions"][1]]
+    if "probabilities" in whole:
+        assert answer["probabilities"] == [whole["probabilities"][0], None, whole["probabilities"][1]]
+    assert list(answer["errors"]) == ["1"]
 
 
 def test_the_audit_log_records_each_shapes_answer(shapes_app: Flask, client: FlaskClient) -> None:

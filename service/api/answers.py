@@ -198,3 +198,42 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
         Schema.from_dict(single, name=f"{model.name}.Prediction"),
         Schema.from_dict(many, name=f"{model.name}.Predictions"),
     )
+
+
+def compact_schema(model: LoadedModel) -> type[Schema]:
+    """The several-rows answer with ``format=compact``: names once, numbers as lists in their order."""
+    _, many = prediction_schemas(model)
+    manifest = model.manifest
+    # errors, errors_omitted and warnings as in the default answer.
+    declared = {name: field for name, field in many().fields.items() if name not in _PER_ROW_FIELDS}
+    if manifest.targets:
+        declared["targets"] = fields.List(
+            fields.String(),
+            required=True,
+            metadata={"description": "The targets, in the order of each row's values."},
+        )
+        # Each target has its own classes: a label is checked against them by name in the default answer.
+        value = (
+            fields.Raw(metadata={"description": "The predicted class of the target at this position."})
+            if manifest.task == "classification"
+            else _value_field(manifest.task, None)
+        )
+        row: fields.Field = fields.List(value, allow_none=True)
+    else:
+        row = _value_field(manifest.task, manifest.classes, allow_none=True)
+    declared["predictions"] = fields.List(row, required=True)
+    if model.has_probabilities:
+        declared["classes"] = fields.List(
+            fields.Raw(),
+            required=True,
+            metadata={"description": "The class labels, in the order of each row's probabilities."},
+        )
+        declared["probabilities"] = fields.List(
+            fields.List(fields.Float(validate=validate.Range(0, 1)), allow_none=True), required=True
+        )
+    if model.has_scores:
+        declared["scores"] = many().fields["scores"]
+    return Schema.from_dict(declared, name=f"{model.name}.CompactPredictions")
+
+
+_PER_ROW_FIELDS = ("predictions", "probabilities", "scores")

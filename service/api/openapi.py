@@ -25,7 +25,7 @@ from marshmallow import Schema
 from werkzeug.routing import Rule
 
 from service import __version__
-from service.api.answers import ProblemSchema, prediction_schemas
+from service.api.answers import ProblemSchema, compact_schema, prediction_schemas
 from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
 from service.models import LoadedModel
@@ -263,6 +263,7 @@ class _ModelParts:
         single, many = prediction_schemas(model)
         spec.components.schema(f"{name}.Prediction", schema=single)
         spec.components.schema(f"{name}.Predictions", schema=many)
+        spec.components.schema(f"{name}.CompactPredictions", schema=compact_schema(model))
 
         example = model.manifest.example_row()
         in_order = [example[feature] for feature in feature_names]
@@ -283,7 +284,10 @@ class _ModelParts:
     def operation(self, doc: OperationDoc, endpoint: str) -> dict[str, Any]:
         batch = doc.predict == "batch"
         answer = (
-            _ref(self.predictions) if batch else {"oneOf": [_ref(self.prediction), _ref(self.predictions)]}
+            # The default answer, or the compact one (``format=compact``).
+            {"anyOf": [_ref(self.predictions), _ref(f"{self.model.name}.CompactPredictions")]}
+            if batch
+            else {"oneOf": [_ref(self.prediction), _ref(self.predictions)]}
         )
         examples = dict(self.examples)
         if batch:

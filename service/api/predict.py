@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -11,7 +13,7 @@ from service.api.answers import probability_keys
 from service.api.body import read_json
 from service.api.openapi import documented
 from service.api.payload import rows_from_body
-from service.api.query import BatchQuery, on_error
+from service.api.query import BatchQuery, parsed_query
 from service.errors import (
     InvalidInput,
     MalformedRequest,
@@ -81,7 +83,9 @@ def predict_batch(name: str) -> dict[str, Any]:
 
 
 def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
-    by_row = batch_route and on_error(request, csv=False) == "row"
+    query = parsed_query(request, csv=False) if batch_route else _SINGLE_QUERY
+    by_row = query["on_error"] == "row"
+    compact = query["format"] == "compact"
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
     # For the log lines of this request (app and access log).
@@ -96,9 +100,9 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     with current.core.request(model, g.request_id) as scoring:
         scored = scoring.score(rows, partial=by_row)
     answer = (
-        render_by_row(model, scored)
+        render_by_row(model, scored, compact=compact)
         if by_row
-        else render_prediction(model, scored.prediction, many=rows.many)
+        else render_prediction(model, scored.prediction, many=rows.many, compact=compact)
     )
     if scored.warnings:
         # Values served although outside what the model saw: said beside the answer.
@@ -110,19 +114,27 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     return answer
 
 
+# The single-row route's query: it takes no parameters.
+_SINGLE_QUERY = {"on_error": "fail", "format": "objects"}
+
 # The answer's lists that hold one entry per row.
 _PER_ROW = ("predictions", "probabilities", "scores")
 
 
-def render_by_row(model: LoadedModel, scored: Scored) -> dict[str, Any]:
+def render_by_row(model: LoadedModel, scored: Scored, *, compact: bool = False) -> dict[str, Any]:
     """A batch answered row by row (``on_error=row``): each invalid row's entries are null, and
     ``errors`` (present when some row is invalid) names its bad fields by row index."""
     if scored.prediction is None:  # no row is valid
-        answer: dict[str, Any] = {"model": model.name, "model_version": model.version, "predictions": []}
+        answer: dict[str, Any] = {"model": model.name, "model_version": model.version}
+        if compact:
+            answer.update(
+                _compact_names(model.manifest.classes, model.manifest.targets, model.has_probabilities)
+            )
+        answer["predictions"] = []
         if model.has_probabilities:
             answer["probabilities"] = []
     else:
-        answer = render_prediction(model, scored.prediction, many=True)
+        answer = render_prediction(model, scored.prediction, many=True, compact=compact)
     valid = scored.valid.tolist()
     for key in _PER_ROW:
         if key in answer:
@@ -136,9 +148,13 @@ def render_by_row(model: LoadedModel, scored: Scored) -> dict[str, Any]:
     return answer
 
 
-def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool) -> dict[str, Any]:
+def render_prediction(
+    model: LoadedModel, prediction: Prediction, *, many: bool, compact: bool = False
+) -> dict[str, Any]:
     """The v1 JSON answer: labels, values, outlier labels or clusters (an object of them per row
     for a model with several targets), per-class probabilities if any, outlier scores."""
+    if compact:
+        return _compact(model, prediction)
     answer: dict[str, Any] = {"model": model.name, "model_version": model.version}
     # Numbers (a regressor's values, integer class labels) go to orjson as the
     # array itself, written from its buffer; string labels as a list.
@@ -153,7 +169,7 @@ def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool)
     probabilities = None
     if prediction.probabilities is not None:
         labels = probability_keys(prediction.classes)
-        probabilities = [dict(zip(labels, row, strict=True)) for row in prediction.probabilities.tolist()]
+        probabilities = probability_objects(labels, prediction.probabilities)
     if many:
         answer["predictions"] = values
         if probabilities is not None:
@@ -167,3 +183,45 @@ def render_prediction(model: LoadedModel, prediction: Prediction, *, many: bool)
         if scores is not None:
             answer["score"] = scores[0]
     return answer
+
+
+def probability_objects(labels: list[str], matrix: np.ndarray) -> list[dict[str, float]]:
+    """One object per row of ``matrix``, keyed by ``labels`` in column order."""
+    if len(matrix) < _MANY_ROWS:
+        return [dict(zip(labels, row, strict=True)) for row in matrix.tolist()]
+    # For many rows, each dict is built from a tuple of (label, value) pairs zipped
+    # column-wise in C: two and a half times quicker than a loop over the rows.
+    columns = [zip(repeat(label), column) for label, column in zip(labels, matrix.T.tolist(), strict=True)]
+    return list(map(dict, zip(*columns, strict=True)))
+
+
+# From this many rows on, building probability objects column-wise pays off.
+_MANY_ROWS = 16
+
+
+def _compact(model: LoadedModel, prediction: Prediction) -> dict[str, Any]:
+    """A batch's answer with names said once (``format=compact``): the class labels in
+    ``classes`` and a probability matrix in their order; the targets in ``targets`` and a list of
+    values per row in their order. Numeric arrays go to orjson whole, written from their buffers."""
+    has_probabilities = prediction.probabilities is not None
+    answer: dict[str, Any] = {
+        "model": model.name,
+        "model_version": model.version,
+        **_compact_names(prediction.classes, prediction.targets, has_probabilities),
+    }
+    values = prediction.values
+    answer["predictions"] = values if values.dtype.kind in "fiub" else values.tolist()
+    if has_probabilities:
+        answer["probabilities"] = prediction.probabilities
+    if prediction.scores is not None:
+        answer["scores"] = prediction.scores
+    return answer
+
+
+def _compact_names(classes: Any, targets: Any, has_probabilities: bool) -> dict[str, Any]:
+    names: dict[str, Any] = {}
+    if has_probabilities:
+        names["classes"] = list(classes)
+    if targets is not None:
+        names["targets"] = list(targets)
+    return names
