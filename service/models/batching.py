@@ -90,6 +90,12 @@ class Batcher:
         self._busy = False  # a leader is gathering or calling the model
         self._announced = 0  # requests being judged that will join the queue
 
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue for the next call (not those of the call running now)."""
+        with self._lock:
+            return len(self._queue)
+
     def arrival(self, rows: int) -> Arrival | None:
         """Announce a request of ``rows`` rows while it is judged; None if it is too big to batch."""
         if rows > self.batching.max_rows:
