@@ -96,9 +96,9 @@ def held_then_gathered(
         wait_until(lambda: len(model.calls) > calls)
         followers = [pool.submit(score, core, model, rows) for rows in queued]
         # Every follower is queued, done (refused before it could queue) or calling the model alone.
+        alone = lambda: len(model.calls) - calls - 1  # noqa: E731
         wait_until(
-            lambda: batcher.waiting + sum(future.done() for future in followers) + len(model.calls) - calls - 1
-            == len(followers)
+            lambda: batcher.waiting + sum(future.done() for future in followers) + alone() == len(followers)
         )
         model.gate.set()
         return results([leader, *followers])
