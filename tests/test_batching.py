@@ -67,9 +67,28 @@ class Recorder(Observer):
             self.batches.append((model.version, rows, requests))
 
 
-def score(core: PredictionCore, model: LoadedModel, rows: list[Any]) -> Scored:
+def score(core: PredictionCore, model: LoadedModel, rows: list[Any] | HeldRows) -> Scored:
     with core.request(model, "r") as scoring:
-        return scoring.score(JsonRows(rows))
+        return scoring.score(rows if isinstance(rows, HeldRows) else JsonRows(rows))
+
+
+class HeldRows:
+    """JSON rows whose judging waits until the test releases them: a request still being validated."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = JsonRows(rows)
+        self.judging, self.release = threading.Event(), threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def check(self, rules: Any, *, strict: bool = True) -> Any:
+        self.judging.set()
+        assert self.release.wait(SETTLE_SECONDS), "the test never released the rows"
+        return self.rows.check(rules, strict=strict)
+
+    def refuse(self, errors: Any) -> InvalidInput:
+        return self.rows.refuse(errors)
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -95,11 +114,13 @@ def held_then_gathered(
         leader = pool.submit(score, core, model, first)
         wait_until(lambda: len(model.calls) > calls)
         followers = [pool.submit(score, core, model, rows) for rows in queued]
+
         # Every follower is queued, done (refused before it could queue) or calling the model alone.
-        alone = lambda: len(model.calls) - calls - 1  # noqa: E731
-        wait_until(
-            lambda: batcher.waiting + sum(future.done() for future in followers) + alone() == len(followers)
-        )
+        def settled() -> bool:
+            alone = len(model.calls) - calls - 1
+            return batcher.waiting + sum(future.done() for future in followers) + alone == len(followers)
+
+        wait_until(settled)
         model.gate.set()
         return results([leader, *followers])
 
@@ -283,3 +304,38 @@ def test_without_batching_every_request_calls_the_model_itself(store: ModelStore
     assert [answer.prediction.values[0] for answer in answers] == [
         model.predict(JsonRows([row]).check(model.rules).matrix).values[0] for row in rows
     ]
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["joins", "refused"])
+def test_a_gathered_call_waits_for_a_request_still_being_validated(store: ModelStore, valid: bool) -> None:
+    # A minute of allowed waiting: the call waits for the request being judged, and no longer than
+    # it takes to join the queue, or to be refused (then the call goes without it at once).
+    model = gated(store.load("iris", "1"))
+    recorder = Recorder()
+    core = batching_core(recorder, max_wait=60.0)
+    batcher = core.batcher(model)
+    assert batcher is not None
+    first, queued, late = distinct_rows(model, 3)
+    held = HeldRows([late if valid else {**late, "petal_width": "wide"}])
+    model.gate.clear()
+    with time_limit(30), ThreadPoolExecutor(3) as pool:
+        leader = pool.submit(score, core, model, [first])
+        wait_until(lambda: bool(model.calls))
+        follower = pool.submit(score, core, model, [queued])
+        wait_until(lambda: batcher.waiting == 1)
+        judged = pool.submit(score, core, model, held)
+        wait_until(held.judging.is_set)
+        model.gate.set()  # the first call ends; the queued request leads the next, and waits
+        wait_until(leader.done)
+        # Whatever this pause, a correct batcher passes; without the wait, the next call would
+        # leave without the request being judged, and the pause lets it.
+        time.sleep(0.2)
+        held.release.set()
+        answers = results([leader, follower, judged])
+    assert isinstance(answers[1], Scored)
+    if valid:
+        assert isinstance(answers[2], Scored)
+        assert recorder.batches == [("1", 1, 1), ("1", 2, 2)]
+    else:
+        assert isinstance(answers[2], InvalidInput)
+        assert recorder.batches == [("1", 1, 1), ("1", 1, 1)]
