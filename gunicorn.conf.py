@@ -58,8 +58,14 @@ backlog = 2048
 
 # --- Worker processes ----------------------------------------------------------
 # Prediction is CPU-bound and holds the GIL for much of its time, so processes,
-# not threads, give parallelism: one worker per core by default. A few threads
-# per worker keep slow clients and keep-alive connections from idling a core.
+# not threads, give parallelism: one worker per core by default. Threads do
+# not add CPU; they hold requests. Concurrent small requests to one model are
+# gathered into one model call (SERVICE_BATCHING, service/models/batching.py),
+# and a request waiting for its call holds a thread: 32 threads per worker (the
+# default) let a worker gather dozens of them, where 2 could never gather more
+# than 2. A waiting thread costs next to nothing (blocked, outside the GIL; its
+# stack is reserved address space, of which it touches a few pages), and the
+# threads also keep slow clients and keep-alive connections from idling a core.
 workers = settings.workers
 worker_class = "gthread"
 threads = settings.threads

@@ -25,6 +25,7 @@ from service.api import (
 from service.audit import PredictionAuditLog
 from service.config import Settings
 from service.models import ModelStore, load_registry
+from service.models.batching import Batching
 from service.models.core import PredictionCore
 from service.state import EXTENSION_KEY, ServiceState
 
@@ -78,7 +79,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     if settings.prediction_log:
         audit = PredictionAuditLog(settings.prediction_log, on_dropped=recorded.audit_lines_dropped.inc)
     # Every front end predicts through the one core; what it does is counted and audited.
-    core = PredictionCore(observers=[recorded] if audit is None else [recorded, audit])
+    batching = (
+        Batching(max_rows=settings.batch_max_rows, max_wait=settings.batch_max_wait_ms / 1000)
+        if settings.batching
+        else None
+    )
+    core = PredictionCore(observers=[recorded] if audit is None else [recorded, audit], batching=batching)
     app.extensions[EXTENSION_KEY] = ServiceState(
         settings=settings, store=store, registry=registry, core=core, audit=audit
     )

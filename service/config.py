@@ -48,6 +48,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _milliseconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1000:
+        raise ValueError("must be a number of milliseconds from 0 to 1000")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -116,11 +123,23 @@ class Settings:
     max_body_bytes: int = 4 * MIB
     max_batch_rows: int = 5000
 
+    # Micro-batching (service.models.batching): concurrent small requests to one
+    # model version share one vectorised model call. A lone request on an idle
+    # model never waits; a gathered call holds at most batch_max_rows rows and
+    # waits at most batch_max_wait_ms for requests still being validated to join
+    # it. A request with more rows than batch_max_rows calls the model alone.
+    batching: bool = True
+    batch_max_rows: int = 256
+    batch_max_wait_ms: float = 2.0
+
     # Server process (read by gunicorn.conf.py)
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    threads: int = 2
+    # Requests waiting for a gathered model call hold a thread each, and such a
+    # thread costs little (its stack is reserved, not used): enough of them that
+    # a worker can gather dozens of concurrent requests into one call.
+    threads: int = 32
     model_threads: int = 1
     timeout: int = 30
     graceful_timeout: int = 30
@@ -181,6 +200,9 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_RANGE_POLICY": ("range_policy", _range_policy),
     "SERVICE_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "SERVICE_MAX_BATCH_ROWS": ("max_batch_rows", _positive_int),
+    "SERVICE_BATCHING": ("batching", _boolean),
+    "SERVICE_BATCH_MAX_ROWS": ("batch_max_rows", _positive_int),
+    "SERVICE_BATCH_MAX_WAIT_MS": ("batch_max_wait_ms", _milliseconds),
     "HOST": ("host", str.strip),
     "PORT": ("port", _port),
     "SERVICE_WORKERS": ("workers", _positive_int),

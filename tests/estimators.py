@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -44,3 +45,22 @@ class ArtifactTrap:
         from pathlib import Path
 
         return (Path.touch, (Path(self.marker),))
+
+
+class PickyRegressor(RegressorMixin, BaseEstimator):
+    """Predicts each row's sum; takes ``delay`` seconds per call (as a big forest does, so that
+    concurrent requests queue for it) and fails the whole call when any row's first feature is 13."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def fit(self, X: Any, y: Any) -> PickyRegressor:
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        time.sleep(self.delay)
+        if (X[:, 0] == 13).any():
+            raise RuntimeError("the model cannot take 13")
+        return X.sum(axis=1)

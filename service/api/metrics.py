@@ -40,6 +40,8 @@ NAMESPACE = "sklearn_service"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 bp = Blueprint("metrics", __name__)
 
@@ -97,6 +99,20 @@ class ServiceMetrics(Observer):
             "prediction_rows_per_request", "Rows in one prediction request.", ["model"], buckets=_ROW_BUCKETS,
             **common,
         )  # fmt: skip
+        self.batch_rows = Histogram(
+            "batch_rows",
+            "Rows in one model call the batcher gathered from concurrent requests.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            **common,
+        )
+        self.batch_wait = Histogram(
+            "batch_wait_seconds",
+            "Time a request waited in its model's batching queue before its model call started.",
+            ["model"],
+            buckets=_WAIT_BUCKETS,
+            **common,
+        )
         self.audit_lines_dropped = Counter(
             "audit_lines_dropped", "Prediction audit log lines that could not be written.", **common
         )
@@ -123,6 +139,8 @@ class ServiceMetrics(Observer):
             self.predictions.labels(model.name, model.version, "error").inc(outcome.failed)
         if outcome.prediction is not None:
             self.prediction_duration.labels(model.name).observe(outcome.seconds)
+            if outcome.waited is not None:
+                self.batch_wait.labels(model.name).observe(outcome.waited)
             self.predictions.labels(model.name, model.version, "success").inc(len(outcome.rows))
         if outcome.flags:
             flagged = Tally(name for found in outcome.flags.values() for name in found)
@@ -134,6 +152,9 @@ class ServiceMetrics(Observer):
 
     def finished(self, model: LoadedModel, rows: int) -> None:
         self.rows_per_request.labels(model.name).observe(rows)
+
+    def batched(self, model: LoadedModel, rows: int, requests: int) -> None:
+        self.batch_rows.labels(model.name).observe(rows)
 
     def render(self) -> bytes:
         if self.registry is not None:

@@ -8,7 +8,9 @@ does the same steps for all of them:
 2. refuse the request (strict) or set the bad rows aside (partial);
 3. flag the valid rows' values that the rule set serves with a warning
    (outside the training data's range, an unseen category);
-4. predict the valid rows in one vectorised call;
+4. predict the valid rows in one vectorised call: with batching on, a small
+   request's rows may share that call with other requests to the same model
+   version (``service.models.batching``), and get exactly their own rows back;
 5. tell the observers (metrics, the audit log) what happened, each predicted
    row by its index within the whole request.
 
@@ -20,6 +22,8 @@ Flask: the app wires the observers in, and turns the typed errors it raises
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from service.errors import InvalidInput, PredictionFailed
+from service.models.batching import Arrival, Batcher, Batching
 from service.models.loaded import LoadedModel, Prediction
 from service.models.rules import Checked, RowErrors, RuleSet
 
@@ -56,8 +61,9 @@ class Outcome:
     prediction: Prediction | None
     invalid: int  # rows refused
     failed: int  # valid rows the model failed on
-    seconds: float  # the model call alone
+    seconds: float  # the model call alone (a gathered call's whole time, shared by its requests)
     flags: RowErrors = field(default_factory=dict)  # warnings by position in ``rows``
+    waited: float | None = None  # in the batcher's queue before the call; None: not batched
 
 
 class Observer:
@@ -68,6 +74,9 @@ class Observer:
 
     def finished(self, model: LoadedModel, rows: int) -> None:
         """A request is over; ``rows``: every row it handed to the core."""
+
+    def batched(self, model: LoadedModel, rows: int, requests: int) -> None:
+        """The batcher made one model call of ``rows`` rows for ``requests`` requests."""
 
 
 @dataclass(frozen=True)
@@ -90,12 +99,36 @@ class Scored:
 class PredictionCore:
     """Judges, predicts and reports; one per app, shared by every front end."""
 
-    def __init__(self, observers: Sequence[Observer] = ()) -> None:
+    def __init__(self, observers: Sequence[Observer] = (), batching: Batching | None = None) -> None:
         self.observers = tuple(observers)
+        self.batching = batching  # None: every request calls the model alone
+        self._batchers: dict[int, Batcher] = {}
+        self._batchers_lock = threading.Lock()
 
     def request(self, model: LoadedModel, request_id: str) -> PredictionRequest:
         """Start a request on ``model`` (one snapshot, used for all its parts)."""
         return PredictionRequest(self, model, request_id)
+
+    def batcher(self, model: LoadedModel) -> Batcher | None:
+        """The batcher of this very model object (one version), made on first use; None when off.
+
+        Made in the process that predicts (a Gunicorn worker, after the fork), never shared
+        between two model objects: requests on another version have a queue of their own.
+        """
+        if self.batching is None:
+            return None
+        found = self._batchers.get(id(model))
+        if found is not None and found.model is model:
+            return found
+        with self._batchers_lock:
+            found = self._batchers.get(id(model))
+            if found is None or found.model is not model:
+                found = self._batchers[id(model)] = Batcher(model, self.batching, self._batched)
+            return found
+
+    def _batched(self, model: LoadedModel, rows: int, requests: int) -> None:
+        for observer in self.observers:
+            observer.batched(model, rows, requests)
 
 
 class PredictionRequest:
@@ -103,6 +136,7 @@ class PredictionRequest:
 
     def __init__(self, core: PredictionCore, model: LoadedModel, request_id: str) -> None:
         self._observers = core.observers
+        self._batcher = core.batcher(model)
         self.model = model
         self.request_id = request_id
         self.rows = 0  # handed over so far: the index of the next part's first row
@@ -116,6 +150,12 @@ class PredictionRequest:
         """
         first, count = self.rows, len(rows)
         self.rows += count
+        # Announced while its rows are judged, so that a gathered call may wait for them.
+        arrival = self._batcher.arrival(count) if self._batcher is not None else None
+        with arrival or contextlib.nullcontext():
+            return self._score(rows, first, count, arrival, partial=partial)
+
+    def _score(self, rows: Rows, first: int, count: int, arrival: Arrival | None, *, partial: bool) -> Scored:
         checked = rows.check(self.model.rules, strict=not partial)
         if checked.matrix is None:
             self._tell(Outcome(self.model, self.request_id, _NONE, None, None, count, 0, 0.0))
@@ -126,15 +166,13 @@ class PredictionRequest:
             self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, 0, 0.0))
             return Scored(checked, None)
         flags = self.model.rules.flags(checked.matrix)
-        started = time.perf_counter()
         try:
-            prediction = self.model.predict(checked.matrix)
+            prediction, seconds, waited = self._predict(checked.matrix, arrival)
         except PredictionFailed:
             if not flags:
                 self._tell(Outcome(self.model, self.request_id, _NONE, None, None, invalid, len(valid), 0.0))
                 raise
             return self._without_flagged(rows, checked, valid, flags, first, partial=partial)
-        seconds = time.perf_counter() - started
         self._tell(
             Outcome(
                 self.model,
@@ -146,10 +184,20 @@ class PredictionRequest:
                 0,
                 seconds,
                 flags,
+                waited,
             )
         )
         warnings = {int(valid[position]): found for position, found in flags.items()} if flags else {}
         return Scored(checked, prediction, warnings)
+
+    def _predict(self, matrix: np.ndarray, arrival: Arrival | None) -> tuple[Prediction, float, float | None]:
+        """The prediction of ``matrix``, the model call's seconds and the time queued for it (if batched)."""
+        if arrival is None:
+            started = time.perf_counter()
+            prediction = self.model.predict(matrix)
+            return prediction, time.perf_counter() - started, None
+        share = arrival.predict(matrix)
+        return share.prediction, share.seconds, share.waited
 
     def _without_flagged(
         self, rows: Rows, checked: Checked, valid: np.ndarray, flags: RowErrors, first: int, *, partial: bool
