@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, g, request
+from flask.wrappers import Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api.answers import probability_keys
@@ -86,6 +87,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     model = current.registry.get(name)  # one snapshot for the whole request
     # For the log lines of this request (app and access log).
     g.model, g.model_version = model.name, model.version
+    g.model_runtime = model.runtime
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     rows = rows_from_body(
         read_json(request),
@@ -108,6 +110,14 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
             else scored.warnings[0]
         )
     return answer
+
+
+@bp.after_request
+def _runtime_header(response: Response) -> Response:
+    """Prediction answers say what computed them: onnx or sklearn."""
+    if "model_runtime" in g:
+        response.headers["X-Model-Runtime"] = g.model_runtime
+    return response
 
 
 # The answer's lists that hold one entry per row.
