@@ -116,8 +116,8 @@ class ServiceMetrics(Observer):
         )
 
         self.model_runtime = Gauge(
-            "model_runtime_info",
-            "1 for what predicts for the model version: runtime onnx (its compiled artifact) or sklearn.",
+            "model_serving_info",
+            "1 for the runtime that predicts for the model version: onnx (its compiled artifact) or sklearn.",
             ["model", "version", "runtime"],
             multiprocess_mode="mostrecent",
             **common,
