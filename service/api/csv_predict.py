@@ -125,7 +125,10 @@ def predict_csv(name: str) -> Response:
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     body = UploadBody(request, current.settings.max_upload_bytes)
-    headers = {"Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"'}
+    headers = {
+        "Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"',
+        "X-Model-Runtime": model.runtime,
+    }
     if query["on_error"] == "fail" or not query["stream"]:
         try:
             with current.core.request(model, g.request_id) as scoring:

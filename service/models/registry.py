@@ -143,7 +143,7 @@ def load_served_model(
         reason = f"loading failed unexpectedly ({type(error).__name__}); the server log has the traceback"
         return ServedModel(name=name, version=version, error=ModelLoadError(name, version, reason).detail)
     seconds = time.perf_counter() - started
-    log.info("loaded model %s version %s in %.3fs", name, version, seconds)
+    log.info("loaded model %s version %s in %.3fs (runtime %s)", name, version, seconds, model.runtime)
     return ServedModel(name=name, version=version, model=model, load_seconds=seconds)
 
 
