@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from flask import Flask
 from sklearn import datasets
+from sklearn.tree import DecisionTreeClassifier
 
 from service.models import ModelStore
 from service.models.onnx_compile import compile_version, parity_rows
+from tests.datasets import PENGUIN_FEATURES, add_penguins, penguins
 from tests.estimators import ExplodingRegressor
 from tests.helpers import corrupt, store_mixed_model, store_model
 from tests.servers import post_json, running_server
@@ -57,7 +59,7 @@ def test_compiled_demo_models_answer_as_their_estimators(compiled_store_path: Pa
     assert (compiled.runtime, estimator.runtime) == ("onnx", "sklearn")
     manifest = compiled.manifest
     # The dataset and rows drawn within the manifest's ranges (with missing values where allowed).
-    rows = np.vstack([DEMO_DATA[name], parity_rows(manifest)])
+    rows = np.vstack([DEMO_DATA[name], parity_rows(estimator)])
     ours, theirs = compiled.predict(rows), estimator.predict(rows)
     if manifest.task == "classification":
         assert ours.values.tolist() == theirs.values.tolist()
@@ -146,18 +148,44 @@ def test_unconvertible_model_keeps_serving_with_sklearn_and_says_why(
     assert answer.status_code == 200 and answer.headers["X-Model-Runtime"] == "sklearn"
 
 
-def test_pipeline_with_one_hot_string_categories_is_refused_with_the_reason(
+def test_pipeline_with_an_imputer_and_one_hot_string_categories_compiles_to_one_input_per_feature(
     make_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
+    """Penguins: numbers imputed and scaled, island and sex one-hot encoded, missing values included."""
     store = tmp_path / "store"
     store.mkdir()
-    store_mixed_model(store)
-    artifact = compile_version(ModelStore(store), "mixed", "1")
+    add_penguins(make_app(model_store=store), tmp_path)
+    artifact = compile_version(ModelStore(store), "penguins", "1", penguins())
+    assert artifact.verified, artifact.reason
+    assert artifact.inputs == "columns"
+    frame = penguins()[PENGUIN_FEATURES].astype(object)
+    rows = frame.where(frame.notna(), None).to_dict("records")
+    assert any(None in row.values() for row in rows)
+    answers = {}
+    for runtime in ("auto", "sklearn"):
+        client = make_app(model_store=store, runtime=runtime).test_client()
+        response = client.post("/v1/models/penguins/predict/batch", json=rows)
+        assert response.status_code == 200, response.get_json()
+        answers[response.headers["X-Model-Runtime"]] = response.get_json()
+    assert answers["onnx"]["predictions"] == answers["sklearn"]["predictions"]
+    for ours, theirs in zip(
+        answers["onnx"]["probabilities"], answers["sklearn"]["probabilities"], strict=True
+    ):
+        assert all(abs(ours[label] - theirs[label]) <= 1e-5 for label in theirs)
+
+
+def test_mixed_types_compile_and_several_outputs_are_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    store_mixed_model(store)  # a float, an int, a bool and a one-hot encoded category
+    assert compile_version(ModelStore(store), "mixed", "1").verified
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.uniform(0, 1, 60), "b": rng.uniform(0, 1, 60)})
+    targets = np.column_stack([frame["a"] > 0.5, frame["b"] > 0.5]).astype(int)
+    store_model(store, DecisionTreeClassifier().fit(frame.to_numpy(), targets), "two", "1", sample=frame)
+    artifact = compile_version(ModelStore(store), "two", "1")
     assert artifact.status == "refused"
-    assert "category or boolean features" in artifact.reason
-    meta = make_app(model_store=store).test_client().get("/v1/models/mixed").get_json()
-    assert meta["ready"] is True and meta["runtime"] == "sklearn"
-    assert meta["onnx"]["reason"] == artifact.reason
+    assert artifact.reason == "a model with several outputs is served by scikit-learn only"
 
 
 def test_models_add_with_onnx_compiles_the_added_model(
@@ -201,7 +229,7 @@ def test_gunicorn_serves_compiled_models_with_the_estimators_answers(
     rows = np.vstack(
         [
             DEMO_DATA["breast_cancer"],
-            parity_rows(ModelStore(compiled_store_path).manifest("breast_cancer", "1"))[:500],
+            parity_rows(ModelStore(compiled_store_path).load("breast_cancer", "1"))[:500],
         ]
     )
     body = {"instances": [[None if np.isnan(value) else value for value in row] for row in rows.tolist()]}

@@ -30,6 +30,10 @@ ONNX_STATUSES = ("verified", "refused")
 # (linear models), float for those that compare in float32 (scikit-learn's trees
 # cast their input to float32 first, and so must the compiled model).
 INPUT_TYPES = ("double", "float")
+# How the input reaches the graph: "matrix", one tensor of every feature in manifest
+# order (a model fitted on a numeric matrix); "columns", one tensor per feature named
+# by it (a model fitted on a DataFrame, e.g. one-hot encoding a string column).
+INPUT_LAYOUTS = ("matrix", "columns")
 # What predicts a call that holds a missing value.
 MISSING_VALUE_RUNTIMES = ("onnx", "sklearn")
 _HEX = "0123456789abcdef"
@@ -41,6 +45,7 @@ class OnnxArtifact:
     file: str | None = None
     sha256: str | None = None
     input_type: str | None = None
+    inputs: str = "matrix"  # one of INPUT_LAYOUTS
     opset: dict[str, int] = field(default_factory=dict)  # operator domain ("" is ONNX's own) -> version
     # How the parity check went: rows compared and the largest difference seen.
     parity: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +76,7 @@ class OnnxArtifactSchema(Schema):
         ],
     )
     input_type = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(INPUT_TYPES))
+    inputs = fields.String(load_default="matrix", validate=validate.OneOf(INPUT_LAYOUTS))
     opset = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True), load_default=dict)
     parity = fields.Dict(keys=fields.String(), load_default=dict)
     converted_with = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -91,8 +97,9 @@ class OnnxArtifactSchema(Schema):
     @post_dump
     def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         data = {key: value for key, value in data.items() if value not in (None, {})}
-        if data.get("missing_values") == "onnx":  # the default goes unsaid
-            del data["missing_values"]
+        for key, default in (("missing_values", "onnx"), ("inputs", "matrix")):
+            if data.get(key) == default:  # the defaults go unsaid
+                del data[key]
         return data
 
     @post_load

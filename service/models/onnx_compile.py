@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.models.json_rows import JsonRows
 from service.models.loaded import LoadedModel
 from service.models.manifest import MANIFEST_FILE, Manifest, write_manifest
 from service.models.onnx_artifact import INPUT_TYPES, ONNX_FILE, OnnxArtifact
-from service.models.onnx_runtime import OnnxRuntime
+from service.models.onnx_runtime import OnnxRuntime, missing_rows
 from service.models.shapes import final_step
 from service.models.store import ModelStore, bounded
 
@@ -61,8 +62,8 @@ def _compiled(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[bytes | 
     unsupported = _unsupported(model)
     if unsupported:
         return None, _refused(unsupported)
-    rows = parity_rows(model.manifest, sample)
-    gaps = np.isnan(rows).any(axis=1)
+    rows = parity_rows(model, sample)
+    gaps = missing_rows(rows)
     complete, incomplete = rows[~gaps], rows[gaps]
     failures = []
     for input_type in INPUT_TYPES:
@@ -72,7 +73,12 @@ def _compiled(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[bytes | 
             failures.append(f"skl2onnx cannot convert it ({_first_line(error)})")
             break  # the other input type fails alike
         data = onnx_model.SerializeToString()
-        candidate = OnnxArtifact(status="verified", file=ONNX_FILE, input_type=input_type)
+        candidate = OnnxArtifact(
+            status="verified",
+            file=ONNX_FILE,
+            input_type=input_type,
+            inputs="columns" if by_columns(model) else "matrix",
+        )
         runtime = OnnxRuntime(data, candidate, model.manifest)
         if runtime.session() is None:
             failures.append(f"with {input_type} input, {runtime.failed}")
@@ -118,68 +124,75 @@ def replace_compiled(model: LoadedModel, compiled: OnnxRuntime) -> LoadedModel:
 
 
 def _unsupported(model: LoadedModel) -> str | None:
-    manifest = model.manifest
-    if manifest.targets is not None:
+    if model.manifest.targets is not None:
         return "a model with several outputs is served by scikit-learn only"
-    if model.rules.object_matrix or hasattr(model.estimator, "feature_names_in_"):
-        # skl2onnx takes string categories as separate named inputs; the service
-        # compiles models whose input is one numeric matrix in manifest order.
-        return (
-            "it takes category or boolean features, or was fitted on a pandas DataFrame (choosing columns "
-            "by name); only models fitted on a numeric matrix are compiled"
-        )
     return None
+
+
+def by_columns(model: LoadedModel) -> bool:
+    """Whether the graph takes one tensor per feature: the estimator chooses columns by name, or
+    some feature is a category (skl2onnx takes strings in tensors of their own)."""
+    return model.rules.object_matrix or hasattr(model.estimator, "feature_names_in_")
 
 
 def _convert(model: LoadedModel, input_type: str) -> Any:
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-    tensor = DoubleTensorType if input_type == "double" else FloatTensorType
+    numbers = DoubleTensorType if input_type == "double" else FloatTensorType
+    features = model.manifest.features
+    if by_columns(model):
+        inputs = [
+            (feature.name, (StringTensorType if feature.type == "category" else numbers)([None, 1]))
+            for feature in features
+        ]
+    else:
+        inputs = [("X", numbers([None, len(features)]))]
     options = {}
     if model.has_probabilities:
         # Probabilities as a matrix, not one dictionary per row.
         options[id(final_step(model.estimator))] = {"zipmap": False}
-    return convert_sklearn(
-        model.estimator,
-        initial_types=[("X", tensor([None, len(model.manifest.features)]))],
-        options=options or None,
-    )
+    return convert_sklearn(model.estimator, initial_types=inputs, options=options or None)
 
 
-def parity_rows(manifest: Manifest, sample: pd.DataFrame | None = None) -> np.ndarray:
-    """The rows the conversion is checked on, as the validated float64 matrix the service predicts on.
+def parity_rows(model: LoadedModel, sample: pd.DataFrame | None = None) -> Any:
+    """The rows the conversion is checked on: the validated matrix the service would predict on.
 
-    The sample's rows, the typical row, ``DRAWN_ROWS`` complete rows drawn in
-    range (half rounded to the data's precision) and, when some feature is
-    nullable, a quarter as many again with missing values.
+    The sample's valid rows, the typical row, ``DRAWN_ROWS`` complete rows
+    drawn in range (half rounded to the data's precision) and, when some
+    feature is nullable, a quarter as many again with missing values.
     """
+    manifest = model.manifest
     rng = np.random.default_rng(SEED)
-    features = manifest.features
-    drawn = np.empty((DRAWN_ROWS, len(features)))
-    for column, feature in enumerate(features):
-        low, high = _range(feature)
-        values = rng.uniform(low, high, DRAWN_ROWS)
-        if feature.type == "int":
-            values = np.clip(np.round(values), np.ceil(low), np.floor(high))
-        else:
-            half = DRAWN_ROWS // 2
-            values[:half] = np.round(values[:half], _decimals(feature))
-        drawn[:, column] = values
-    parts = [np.array([[float(value) for value in manifest.example_row().values()]]), drawn]
-    nullable = np.array([feature.nullable for feature in features])
-    if nullable.any():
-        gapped = drawn[rng.choice(DRAWN_ROWS, DRAWN_ROWS // 4, replace=False)]
-        holes = (rng.random(gapped.shape) < 0.2) & nullable
-        holes[np.arange(len(gapped)), rng.choice(np.flatnonzero(nullable), len(gapped))] = True
-        gapped[holes] = np.nan
-        parts.append(gapped)
+    columns = [_drawn(feature, rng) for feature in manifest.features]
+    drawn = [dict(zip(manifest.feature_names, row, strict=True)) for row in zip(*columns, strict=True)]
+    rows = [manifest.example_row(), *drawn]
+    nullable = [feature.name for feature in manifest.features if feature.nullable]
+    if nullable:
+        for index in rng.choice(DRAWN_ROWS, DRAWN_ROWS // 4, replace=False):
+            gapped = dict(drawn[index])
+            for name in {rng.choice(nullable), *(name for name in nullable if rng.random() < 0.2)}:
+                gapped[name] = None
+            rows.append(gapped)
     if sample is not None:
-        names = list(manifest.feature_names)
-        given = sample.reindex(columns=names).apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-        keep = ~np.isnan(given[:, ~nullable]).any(axis=1)
-        parts.insert(0, given[keep])
-    return np.vstack(parts)
+        given = sample.reindex(columns=list(manifest.feature_names)).astype(object)
+        rows[:0] = given.where(given.notna(), None).to_dict("records")
+    return JsonRows(rows).check(model.rules, strict=False).matrix
+
+
+def _drawn(feature: Any, rng: np.random.Generator) -> list[Any]:
+    """``DRAWN_ROWS`` valid values of one feature, as JSON would give them."""
+    if feature.type == "category":
+        return [str(value) for value in rng.choice(feature.categories, DRAWN_ROWS)]
+    if feature.type == "bool":
+        return [bool(value) for value in rng.integers(0, 2, DRAWN_ROWS)]
+    low, high = _range(feature)
+    values = rng.uniform(low, high, DRAWN_ROWS)
+    if feature.type == "int":
+        return [int(value) for value in np.clip(np.round(values), np.ceil(low), np.floor(high))]
+    half = DRAWN_ROWS // 2
+    values[:half] = np.round(values[:half], _decimals(feature))
+    return values.tolist()
 
 
 def _range(feature: Any) -> tuple[float, float]:

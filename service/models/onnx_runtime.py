@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from service.errors import ArtifactHashMismatch, ArtifactMissing, ModelLoadError
 from service.models.manifest import Manifest
@@ -63,6 +64,12 @@ class OnnxRuntime:
         self._threads = threads
         self._dtype = _INPUT_DTYPES[artifact.input_type or "double"]
         self._complete_rows_only = artifact.missing_values == "sklearn"
+        # For one tensor per feature: (name, category or not), in manifest order.
+        self._columns = (
+            [(feature.name, feature.type == "category") for feature in manifest.features]
+            if artifact.inputs == "columns"
+            else None
+        )
         self._session: Any = None
         self._lock = threading.Lock()
         # Why the session could not be made in this process: the model is then served by scikit-learn.
@@ -76,11 +83,19 @@ class OnnxRuntime:
         the estimator does (see ``OnnxArtifact.missing_values``).
         """
         session = self.session()
-        if session is None or (self._complete_rows_only and np.isnan(matrix).any()):
+        if session is None or (self._complete_rows_only and missing_rows(matrix).any()):
             return None
-        # A float artifact takes what scikit-learn's trees take: the float64 matrix cast to float32.
-        tensor = np.ascontiguousarray(matrix, dtype=self._dtype)
-        return session.run(None, {self._input: tensor})
+        if self._columns is None:
+            # A float artifact takes what scikit-learn's trees take: the float64 matrix cast to float32.
+            return session.run(None, {self._input: np.ascontiguousarray(matrix, dtype=self._dtype)})
+        if hasattr(matrix, "to_numpy"):  # a DataFrame: its columns in manifest order
+            matrix = matrix[[name for name, _ in self._columns]].to_numpy(dtype=object)
+        feed = {}
+        for index, (name, category) in enumerate(self._columns):
+            column = matrix[:, index : index + 1]
+            # Numbers (booleans as 0 or 1) in the artifact's type; categories as strings.
+            feed[name] = column.astype(object) if category else column.astype(self._dtype)
+        return session.run(None, feed)
 
     def session(self) -> Any:
         if self._session is None and not _held and self.failed is None:
@@ -107,6 +122,13 @@ class OnnxRuntime:
             self._session = session
         except Exception as error:
             self.failed = f"its ONNX artifact could not be started, so scikit-learn serves it: {error}"
+
+
+def missing_rows(matrix: Any) -> np.ndarray:
+    """Which rows of a validated matrix hold a missing value (NaN, or None in an object matrix)."""
+    if isinstance(matrix, np.ndarray) and matrix.dtype.kind == "f":
+        return np.isnan(matrix).any(axis=1)
+    return np.asarray(pd.isna(matrix)).any(axis=1)
 
 
 def start_sessions(models: list[Any]) -> None:
