@@ -3,11 +3,12 @@
 A conversion is kept only if the compiled model answers what the estimator
 answers on the parity rows: the sample's rows (when given), the manifest's
 typical row, and rows drawn at random (seeded) within each feature's recorded
-range, half of them rounded to the precision the training data was recorded
-with (rows whose values sit on a tree's thresholds are where a float32 and a
-float64 comparison part). Labels and outlier labels must be identical,
-probabilities within ``TOLERANCE``, regression values and outlier scores within
-``TOLERANCE`` relative to their size (absolute below 1).
+range (half of the numbers rounded to the precision the training data shows,
+as real rows are), plus rows with missing values for a model that takes them.
+Labels and outlier labels must be identical, probabilities within
+``TOLERANCE``, regression values and outlier scores within ``TOLERANCE``
+relative to their size (absolute below 1). A conversion that passes on complete
+rows only is kept, and calls with a missing value go to the estimator.
 
 The input type is tried as ``double`` first, then ``float`` (scikit-learn's
 trees compare in float32: only a float input reproduces them exactly).
