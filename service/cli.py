@@ -95,6 +95,7 @@ def list_models() -> None:
                 summary = (
                     f"{manifest.task:<17} {len(manifest.features):>3} features  "
                     f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
+                    + ("" if manifest.onnx is None else f"  onnx {manifest.onnx.status}")
                 )
             except ModelLoadError as error:
                 summary = f"INVALID: {bounded(error.reason)}"

@@ -207,6 +207,22 @@ def test_models_add_with_onnx_compiles_the_added_model(
     assert make_app(model_store=store).test_client().get("/v1/models/flowers").get_json()["runtime"] == "onnx"
 
 
+def test_models_compile_names_what_it_compiled_and_refuses_unknown_models(
+    make_app: Callable[..., Flask], store_path: Path
+) -> None:
+    app = make_app(model_store=store_path)
+    result = app.test_cli_runner().invoke(args=["models", "compile", "iris", "--version", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "iris version 1: compiled to ONNX (double input), answers as the estimator"
+    )
+    listing = app.test_cli_runner().invoke(args=["models", "list"]).output
+    assert "onnx verified" in next(line for line in listing.splitlines() if " iris " in line)
+    result = app.test_cli_runner().invoke(args=["models", "compile", "nosuch"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Model 'nosuch': the store has no versions of it")
+
+
 # --- The real server ----------------------------------------------------------------
 
 

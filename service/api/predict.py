@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api.answers import probability_keys
 from service.api.body import read_json
-from service.api.openapi import documented
+from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.payload import rows_from_body
 from service.api.query import BatchQuery, on_error
 from service.errors import (
@@ -116,7 +116,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
 def _runtime_header(response: Response) -> Response:
     """Prediction answers say what computed them: onnx or sklearn."""
     if "model_runtime" in g:
-        response.headers["X-Model-Runtime"] = g.model_runtime
+        response.headers[RUNTIME_HEADER] = g.model_runtime
     return response
 
 
