@@ -7,12 +7,16 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from flask import Flask
 from sklearn import datasets
+from sklearn.cluster import KMeans
+from sklearn.ensemble import IsolationForest
+from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from service.models import ModelStore
@@ -67,6 +71,31 @@ def test_compiled_demo_models_answer_as_their_estimators(compiled_store_path: Pa
     else:
         assert np.allclose(ours.values, theirs.values, rtol=1e-5, atol=1e-5)
     assert manifest.onnx.sha256 and manifest.onnx.parity["rows"] > len(DEMO_DATA[name])
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [IsolationForest(random_state=0), KMeans(3, n_init=3, random_state=0), SVC()],
+    ids=["outliers", "clusters", "labels-without-probabilities"],
+)
+def test_other_tasks_compile_with_the_same_answers(estimator: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.uniform(0, 10, 200)})
+    labels = np.where(frame["a"] > 0, "yes", "no")
+    estimator.fit(frame.to_numpy(), labels)  # the outlier detector and the clusterer ignore the labels
+    store_model(tmp_path, estimator, "model", "1", sample=frame)
+    artifact = compile_version(ModelStore(tmp_path), "model", "1", frame)
+    assert artifact.verified, artifact.reason
+    compiled = ModelStore(tmp_path).load("model", "1")
+    assert compiled.runtime == "onnx"
+    rows = parity_rows(compiled)
+    ours, theirs = (
+        compiled.predict(rows),
+        ModelStore(tmp_path).load("model", "1", runtime="sklearn").predict(rows),
+    )
+    assert ours.values.tolist() == theirs.values.tolist()
+    if theirs.scores is not None:
+        assert np.allclose(ours.scores, theirs.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_forest_compares_in_float32_and_leaves_missing_values_to_the_estimator(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import replace
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -71,8 +72,8 @@ def _compiled(model: LoadedModel, sample: pd.DataFrame | None) -> tuple[bytes | 
         try:
             onnx_model = _convert(model, input_type)
         except Exception as error:  # skl2onnx's errors name the step it cannot convert
-            failures.append(f"skl2onnx cannot convert it ({_first_line(error)})")
-            break  # the other input type fails alike
+            failures.append(f"with {input_type} input, skl2onnx cannot convert it ({_first_line(error)})")
+            continue
         data = onnx_model.SerializeToString()
         candidate = OnnxArtifact(
             status="verified",
@@ -153,7 +154,21 @@ def _convert(model: LoadedModel, input_type: str) -> Any:
     if model.has_probabilities:
         # Probabilities as a matrix, not one dictionary per row.
         options[id(final_step(model.estimator))] = {"zipmap": False}
-    return convert_sklearn(model.estimator, initial_types=inputs, options=options or None)
+    # skl2onnx reads attributes that scikit-learn deprecates (an SVC's probA_): not the operator's concern.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return convert_sklearn(model.estimator, initial_types=inputs, options=options or None)
+        except RuntimeError as error:
+            if "target_opset" not in str(error):
+                raise
+        # Some converters (an IsolationForest's) need an older ai.onnx.ml than skl2onnx picks, and say so.
+        from skl2onnx import get_latest_tested_opset_version
+
+        opsets = {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+        return convert_sklearn(
+            model.estimator, initial_types=inputs, options=options or None, target_opset=opsets
+        )
 
 
 def parity_rows(model: LoadedModel, sample: pd.DataFrame | None = None) -> Any:
