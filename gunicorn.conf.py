@@ -36,9 +36,17 @@ from gunicorn import util
 from prometheus_client import multiprocess
 from threadpoolctl import threadpool_limits
 
-from service.app import unservable_reason
+from service.app import start_worker, unservable_reason
 from service.logs import logging_config
+from service.models.onnx_runtime import hold_sessions_until_fork
 from service.state import EXTENSION_KEY
+
+# --- Compiled models -------------------------------------------------------------
+# Importing onnxruntime starts a native thread, and the master must fork with
+# none but its own. The master loads (and warms up) every model on scikit-learn;
+# each worker starts its own onnxruntime sessions after the fork (post_fork).
+if _FIRST_READING:
+    hold_sessions_until_fork()
 
 # --- Shared memory ---------------------------------------------------------------
 # The master loads the app and every model, then forks: the workers share those
@@ -181,3 +189,5 @@ def post_fork(server, worker):
     # (see service.models.registry). Each worker may now use its share of the
     # cores; workers x model threads should not exceed the core count.
     threadpool_limits(limits=settings.model_threads)
+    # Now, not on the first request: compiled models start their sessions here.
+    start_worker(server.app.wsgi())

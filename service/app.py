@@ -27,9 +27,10 @@ from service.config import Settings
 from service.models import ModelStore, load_registry
 from service.models.batching import Batching
 from service.models.core import PredictionCore
+from service.models.onnx_runtime import start_sessions
 from service.state import EXTENSION_KEY, ServiceState
 
-__all__ = ["ServiceFlask", "create_app", "unservable_reason"]
+__all__ = ["ServiceFlask", "create_app", "start_worker", "unservable_reason"]
 
 
 class ServiceFlask(Flask):
@@ -72,6 +73,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         settings.model_versions,
         strict_versions=settings.strict_versions,
         range_policy=settings.range_policy,
+        runtime=settings.runtime,
+        model_threads=settings.model_threads,
     )
     request_ids.init_app(app)
     recorded = metrics.init_app(app, registry.entries())
@@ -100,6 +103,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(pages.bp)
     cli.init_app(app)
     return app
+
+
+def start_worker(app: Flask) -> None:
+    """In a server's worker, just forked: start what the master held back (compiled models' sessions)."""
+    current: ServiceState = app.extensions[EXTENSION_KEY]
+    entries = current.registry.entries()
+    start_sessions([entry.model for entry in entries if entry.model is not None])
+    app.extensions[metrics.EXTENSION_KEY].show_runtimes(entries)
 
 
 def unservable_reason(app: Flask) -> str | None:

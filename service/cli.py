@@ -1,5 +1,8 @@
 """``flask --app wsgi models ...``: manage the model store from the command line.
 
+``models compile`` (and ``models add --onnx``) convert a model to ONNX; see
+``service.models.onnx_compile``.
+
 These commands work on the store named by ``SERVICE_MODEL_STORE``, the same one
 the service serves from. The app builds over an empty store (the server is what
 refuses to start on one), so ``models add`` and ``models demo`` can fill it.
@@ -29,12 +32,16 @@ from service.models.evaluation import with_held_out_metrics
 from service.models.introspect import IntrospectionError, adjust_features, check_rows, describe_estimator
 from service.models.json_rows import JsonRows
 from service.models.manifest import NAME_PATTERN, Manifest
+from service.models.onnx_artifact import OnnxArtifact
+from service.models.onnx_compile import compile_version
 from service.models.registry import prediction_problem, warm_up
 from service.models.store import bounded
 from service.models.versions import runtime_versions
 from service.state import state
 
-models = AppGroup("models", help="List, add and verify models in the model store; train the demo models.")
+models = AppGroup(
+    "models", help="List, add, compile and verify models in the model store; train the demo models."
+)
 
 
 def _store() -> ModelStore:
@@ -88,6 +95,7 @@ def list_models() -> None:
                 summary = (
                     f"{manifest.task:<17} {len(manifest.features):>3} features  "
                     f"sha256 {manifest.artifact.sha256[:12]}  trained {manifest.trained_at or '?'}"
+                    + ("" if manifest.onnx is None else f"  onnx {manifest.onnx.status}")
                 )
             except ModelLoadError as error:
                 summary = f"INVALID: {bounded(error.reason)}"
@@ -138,6 +146,13 @@ def list_models() -> None:
     help="Hard limits for a numeric feature (repeatable; LOW or HIGH may be left out): values outside "
     "are refused. Observed ranges only flag.",
 )
+@click.option(
+    "--onnx",
+    "compile_onnx",
+    is_flag=True,
+    help="Also compile it to ONNX (see 'models compile'); if that is refused, it is added all the same "
+    "and served by scikit-learn.",
+)
 def add_model(
     path: Path,
     name: str,
@@ -149,6 +164,7 @@ def add_model(
     nullable: tuple[str, ...],
     not_nullable: tuple[str, ...],
     limits: dict[str, tuple[float | None, float | None]],
+    compile_onnx: bool,
 ) -> None:
     """Copy a joblib/pickle file into the store and write its manifest.
 
@@ -210,6 +226,50 @@ def add_model(
         click.echo(f"typical row: {manifest.typical_row.source}")
     for note in [*_gaps(manifest, sampled=frame is not None), *notes]:
         click.echo(f"warning: {note}", err=True)
+    if compile_onnx:
+        artifact = compile_version(store, name, version, frame)
+        if artifact.verified:
+            click.echo(_compiled_summary(artifact))
+        else:
+            click.echo(f"warning: not compiled to ONNX, served by scikit-learn: {artifact.reason}", err=True)
+
+
+@models.command("compile")
+@click.argument("name", callback=_valid_name)
+@click.option("--version", "version", callback=_valid_name, help="Version to compile (default: the latest).")
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV of typical input rows, checked for parity too (beside rows drawn within the ranges).",
+)
+def compile_model(name: str, version: str | None, sample: Path | None) -> None:
+    """Compile a stored model to ONNX, kept only if it answers as the estimator does.
+
+    Labels must be identical and probabilities within 1e-5 on the parity rows;
+    then model.onnx is stored beside the pickle, its SHA-256 in the manifest,
+    and the service predicts with onnxruntime (SERVICE_RUNTIME=auto). Else the
+    manifest records why and scikit-learn serves it; exit 1.
+    """
+    store = _store()
+    frame = _read_csv(sample) if sample else None
+    try:
+        version = version or store.resolve(name)
+        artifact = compile_version(store, name, version, frame)
+    except ModelLoadError as error:
+        raise click.ClickException(bounded(error.detail)) from None
+    if not artifact.verified:
+        raise click.ClickException(
+            f"{name} version {version} was not compiled and stays served by scikit-learn: {artifact.reason}"
+        )
+    click.echo(f"{name} version {version}: {_compiled_summary(artifact)}")
+
+
+def _compiled_summary(artifact: OnnxArtifact) -> str:
+    parity = artifact.parity
+    return (
+        f"compiled to ONNX ({artifact.input_type} input), answers as the estimator does on "
+        f"{parity['rows']:,} rows (largest difference {parity['max_difference']:.2g})"
+    )
 
 
 @models.command("verify")

@@ -97,6 +97,17 @@ def _range_policy(raw: str) -> str:
     return policy
 
 
+# What predicts: a model's compiled ONNX artifact or its pickled estimator (service.models.onnx_runtime).
+RUNTIMES = ("auto", "sklearn", "onnx")
+
+
+def _runtime(raw: str) -> str:
+    runtime = raw.strip().lower()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"must be one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -117,6 +128,10 @@ class Settings:
     # "flag": a value outside the range seen in training is served with a
     # warning; "reject": it is refused (service.models.rules).
     range_policy: str = "flag"
+    # "auto": a model with a verified ONNX artifact is served by onnxruntime,
+    # others by scikit-learn; "sklearn": every model by scikit-learn; "onnx":
+    # compiled models only, the others are not ready.
+    runtime: str = "auto"
 
     # Request limits: a few MiB of JSON is thousands of rows, far more than an
     # interactive caller sends, yet small enough that one request cannot pin a worker.
@@ -198,6 +213,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_DEFAULT_MODEL": ("default_model", str.strip),
     "SERVICE_STRICT_VERSIONS": ("strict_versions", _boolean),
     "SERVICE_RANGE_POLICY": ("range_policy", _range_policy),
+    "SERVICE_RUNTIME": ("runtime", _runtime),
     "SERVICE_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "SERVICE_MAX_BATCH_ROWS": ("max_batch_rows", _positive_int),
     "SERVICE_BATCHING": ("batching", _boolean),

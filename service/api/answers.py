@@ -76,6 +76,13 @@ class ModelMetadataSchema(ManifestSchema):
             "'measured on 38 held-out rows'."
         }
     )
+    runtime = fields.String(
+        validate=validate.OneOf(["onnx", "sklearn"]),
+        metadata={
+            "description": "What predicts: `onnx` (the compiled artifact, see `onnx`) or `sklearn` "
+            "(the pickled estimator)."
+        },
+    )
     warnings = fields.List(
         fields.String(), metadata={"description": "Load warnings, e.g. version mismatches."}
     )

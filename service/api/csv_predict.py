@@ -18,7 +18,7 @@ from flask.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
-from service.api.openapi import documented
+from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.problems import INTERNAL_ERROR, problem_type
 from service.api.query import CsvQuery, parsed_query
 from service.api.streaming import streamed
@@ -125,7 +125,10 @@ def predict_csv(name: str) -> Response:
     g.model, g.model_version = model.name, model.version
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     body = UploadBody(request, current.settings.max_upload_bytes)
-    headers = {"Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"'}
+    headers = {
+        "Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"',
+        RUNTIME_HEADER: model.runtime,
+    }
     if query["on_error"] == "fail" or not query["stream"]:
         try:
             with current.core.request(model, g.request_id) as scoring:

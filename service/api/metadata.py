@@ -10,7 +10,7 @@ from service.api.answers import ModelListSchema, metadata_schema
 from service.api.health import model_status
 from service.api.openapi import documented
 from service.errors import ModelNotFound
-from service.models import ServedModel
+from service.models import LoadedModel, ServedModel
 from service.models.manifest import manifest_to_dict
 from service.models.versions import runtime_versions
 from service.state import state
@@ -54,6 +54,12 @@ def model_metadata(name: str) -> dict[str, Any]:
     return describe(state().registry.entry(name))
 
 
+def compiled_failure(model: LoadedModel) -> list[str]:
+    """Why this process serves a compiled model with scikit-learn after all (its session failed)."""
+    failed = model.compiled.failed if model.compiled is not None else None
+    return [failed] if failed else []
+
+
 def describe(entry: ServedModel) -> dict[str, Any]:
     """A served model's manifest, plus how it is being served."""
     served: dict[str, Any] = {"name": entry.name, **model_status(entry)}
@@ -66,7 +72,8 @@ def describe(entry: ServedModel) -> dict[str, Any]:
     served.update(
         {
             "loaded_at": entry.model.loaded_at,
-            "warnings": list(entry.model.warnings),
+            "runtime": entry.model.runtime,
+            "warnings": [*entry.model.warnings, *compiled_failure(entry.model)],
             "serving_with": runtime_versions(),
             "stored_versions": state().store.versions(entry.name),
         }

@@ -131,6 +131,21 @@ class ServiceMetrics(Observer):
             **common,
         )
 
+        self.model_runtime = Gauge(
+            "model_serving_info",
+            "1 for the runtime that predicts for the model version: onnx (its compiled artifact) or sklearn.",
+            ["model", "version", "runtime"],
+            multiprocess_mode="mostrecent",
+            **common,
+        )
+
+    def show_runtimes(self, entries: list[Any]) -> None:
+        for entry in entries:
+            if entry.model is not None:
+                for runtime in ("onnx", "sklearn"):
+                    shown = 1 if runtime == entry.model.runtime else 0
+                    self.model_runtime.labels(entry.name, entry.version, runtime).set(shown)
+
     def scored(self, outcome: Outcome) -> None:
         model = outcome.model
         if outcome.invalid:
@@ -217,6 +232,7 @@ def init_app(app: Flask, registry_entries: list[Any]) -> ServiceMetrics:
         recorded.model_ready.labels(entry.name, version).set(1 if entry.ready else 0)
         if entry.load_seconds is not None:
             recorded.model_load_duration.labels(entry.name, version).set(entry.load_seconds)
+    recorded.show_runtimes(registry_entries)
     app.before_request(_start)
     app.after_request(_finish)
     app.teardown_request(_end)

@@ -32,6 +32,8 @@ from service.models import LoadedModel
 from service.models.rules import observed_range
 
 OPENAPI_VERSION = "3.1.0"
+# On prediction answers: what computed them (see service.models.onnx_runtime).
+RUNTIME_HEADER = "X-Model-Runtime"
 
 
 # CommonMark's ASCII punctuation: any of it may be backslash-escaped, and an escaped
@@ -136,6 +138,13 @@ def build_document(
             "schema": {"type": "string"},
         },
     )
+    spec.components.header(
+        RUNTIME_HEADER,
+        {
+            "description": "What computed the answer: `onnx` (the model's compiled artifact) or `sklearn`.",
+            "schema": {"type": "string", "enum": ["onnx", "sklearn"]},
+        },
+    )
     per_model = {model.name: _ModelParts.register(spec, model, max_rows) for model in models}
     # Tags in reading order: the default model first, then the others, then the rest.
     for name in sorted(per_model, key=lambda name: (name != default_model, name)):
@@ -173,7 +182,10 @@ def _openapi_path(rule: Rule) -> str:
 
 def _responses(doc: OperationDoc, ok: dict[str, Any]) -> dict[str, Any]:
     headers = {REQUEST_ID_HEADER: {"$ref": f"#/components/headers/{REQUEST_ID_HEADER}"}}
-    responses = {"200": {**ok, "headers": headers}}
+    answered = headers
+    if doc.predict is not None:
+        answered = {**headers, RUNTIME_HEADER: {"$ref": f"#/components/headers/{RUNTIME_HEADER}"}}
+    responses = {"200": {**ok, "headers": answered}}
     for status, kinds in doc.errors.items():
         responses[str(status)] = {
             "description": " ".join(f"`/problems/{kind.slug}`: {kind.when}" for kind in kinds),

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 from flask import Blueprint, g, request
+from flask.wrappers import Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api.answers import probability_keys
 from service.api.body import read_json
-from service.api.openapi import documented
+from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.payload import rows_from_body
 from service.api.query import BatchQuery, parsed_query
 from service.errors import (
@@ -90,6 +91,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     model = current.registry.get(name)  # one snapshot for the whole request
     # For the log lines of this request (app and access log).
     g.model, g.model_version = model.name, model.version
+    g.model_runtime = model.runtime
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     rows = rows_from_body(
         read_json(request),
@@ -112,6 +114,14 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
             else scored.warnings[0]
         )
     return answer
+
+
+@bp.after_request
+def _runtime_header(response: Response) -> Response:
+    """Prediction answers say what computed them: onnx or sklearn."""
+    if "model_runtime" in g:
+        response.headers[RUNTIME_HEADER] = g.model_runtime
+    return response
 
 
 # The single-row route's query: it takes no parameters.

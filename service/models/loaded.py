@@ -26,6 +26,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from service.errors import PredictionFailed
 from service.models.manifest import Feature, Manifest
+from service.models.onnx_runtime import OnnxRuntime
 from service.models.rules import RuleSet
 from service.models.shapes import final_step
 
@@ -92,6 +93,8 @@ class LoadedModel:
     warnings: tuple[str, ...] = ()
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
     range_policy: str = "flag"
+    # The compiled artifact that predicts in its place, when there is one (onnx_runtime.py).
+    compiled: OnnxRuntime | None = None
 
     def __post_init__(self) -> None:
         # Compiled once: every front end judges rows by these rules.
@@ -118,6 +121,12 @@ class LoadedModel:
         )
         # Label types per target, for chains that predict labels as floats (ClassifierChain).
         self._label_dtype = _label_dtype(self.estimator) if task == "classification" else None
+        # A compiled classifier's labels, back to the fitted ones (with their types).
+        one_output_classifier = task == "classification" and self.manifest.targets is None
+        self._fitted_classes = np.asarray(
+            getattr(self.estimator, "classes_", ()) if one_output_classifier else ()
+        )
+        self._class_index = {label: index for index, label in enumerate(self._fitted_classes.tolist())}
 
     @property
     def name(self) -> str:
@@ -142,27 +151,14 @@ class LoadedModel:
         All rows go to the estimator in one vectorised call.
         """
         try:
-            # Building the input is part of the model's side: a value the rules
-            # pass that the model cannot take is its fault, not the client's.
-            model_input = self._model_input(matrix)
-            # Every value was checked finite before it got here, so scikit-learn
-            # need not scan the matrix again (a tenth of a small request's time);
-            # what the model makes of it is checked below.
-            with _ESTIMATOR_LOCK, config_context(assume_finite=self._assume_finite):
-                probabilities = scores = None
-                if self._has_probabilities:
-                    probabilities = np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
-                if self._has_scores:
-                    scores = np.asarray(self.estimator.decision_function(model_input), dtype=np.float64)
-                if self._one_pass and probabilities is not None:
-                    values = self._classes.take(probabilities.argmax(axis=1))
-                elif self._one_pass and scores is not None:
-                    values = np.where(scores < 0, -1, 1)
-                else:
-                    values = np.asarray(self.estimator.predict(model_input))
+            outputs = self.compiled.run(matrix) if self.compiled is not None else None
+            if outputs is None:
+                values, probabilities, scores = self._sklearn_outputs(matrix)
+            else:
+                values, probabilities, scores = self._compiled_outputs(outputs)
         except Exception as error:
             raise PredictionFailed(self.name, self.version) from error
-        values = self._checked(values, len(model_input), probabilities, scores)
+        values = self._checked(values, len(matrix), probabilities, scores)
         return Prediction(
             values=values,
             probabilities=probabilities,
@@ -170,6 +166,56 @@ class LoadedModel:
             scores=scores,
             targets=self.manifest.targets,
         )
+
+    @property
+    def runtime(self) -> str:
+        """What predicts: "onnx" (the compiled artifact) or "sklearn" (the pickled estimator)."""
+        return "onnx" if self.compiled is not None and self.compiled.failed is None else "sklearn"
+
+    def _sklearn_outputs(
+        self, matrix: np.ndarray | pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        # Building the input is part of the model's side: a value the rules
+        # pass that the model cannot take is its fault, not the client's.
+        model_input = self._model_input(matrix)
+        # Every value was checked finite before it got here, so scikit-learn
+        # need not scan the matrix again (a tenth of a small request's time);
+        # what the model makes of it is checked afterwards.
+        with _ESTIMATOR_LOCK, config_context(assume_finite=self._assume_finite):
+            probabilities = scores = None
+            if self._has_probabilities:
+                probabilities = np.asarray(self.estimator.predict_proba(model_input), dtype=np.float64)
+            if self._has_scores:
+                scores = np.asarray(self.estimator.decision_function(model_input), dtype=np.float64)
+            if self._one_pass and probabilities is not None:
+                values = self._classes.take(probabilities.argmax(axis=1))
+            elif self._one_pass and scores is not None:
+                values = np.where(scores < 0, -1, 1)
+            else:
+                values = np.asarray(self.estimator.predict(model_input))
+        return values, probabilities, scores
+
+    def _compiled_outputs(
+        self, outputs: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The graph's outputs as the estimator's: (label or value, probabilities or scores).
+
+        No lock: onnxruntime runs concurrent calls on one session safely, and
+        touches no warnings filter.
+        """
+        probabilities = scores = None
+        if self._has_probabilities:
+            probabilities = np.asarray(outputs[1], dtype=np.float64)
+        if self._has_scores:
+            scores = np.asarray(outputs[1], dtype=np.float64).reshape(-1)
+        if self._one_pass and probabilities is not None:
+            # As the estimator does it: the most probable class, the first of a tie.
+            return self._classes.take(probabilities.argmax(axis=1)), probabilities, scores
+        values = np.asarray(outputs[0])
+        if self.manifest.task == "classification":
+            labels = values.reshape(-1).tolist()
+            values = self._fitted_classes.take([self._class_index[label] for label in labels])
+        return values, probabilities, scores
 
     def _checked(
         self, values: np.ndarray, rows: int, probabilities: np.ndarray | None, scores: np.ndarray | None

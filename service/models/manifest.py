@@ -30,6 +30,7 @@ from marshmallow import (
 )
 
 from service.errors import listing
+from service.models.onnx_artifact import OnnxArtifact, OnnxArtifactSchema
 
 MANIFEST_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -191,6 +192,7 @@ class Manifest:
     targets: tuple[str, ...] | None = None  # the outputs' names, for a model with several
     evaluation: Evaluation | None = None
     typical_row: TypicalRow | None = None
+    onnx: OnnxArtifact | None = None  # the compiled artifact, or why there is none (onnx_artifact.py)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -372,6 +374,7 @@ class ManifestSchema(Schema):
     evaluation = fields.Nested(_EvaluationSchema, load_default=None, allow_none=True)
     trained_at = fields.String(load_default=None, allow_none=True)
     dataset = fields.Dict(keys=fields.String(), load_default=dict)
+    onnx = fields.Nested(OnnxArtifactSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def _check_consistency(self, data: dict[str, Any], **_: Any) -> None:

@@ -104,7 +104,14 @@ def warm_up(model: LoadedModel) -> None:
 
 
 def load_served_model(
-    store: ModelStore, name: str, pinned: str | None, *, strict_versions: bool, range_policy: str = "flag"
+    store: ModelStore,
+    name: str,
+    pinned: str | None,
+    *,
+    strict_versions: bool,
+    range_policy: str = "flag",
+    runtime: str = "auto",
+    model_threads: int = 1,
 ) -> ServedModel:
     """Load, check and warm up one model; a failure is logged and returned, not raised.
 
@@ -115,7 +122,14 @@ def load_served_model(
     started = time.perf_counter()
     try:
         version = store.resolve(name, pinned)
-        model = store.load(name, version, strict_versions=strict_versions, range_policy=range_policy)
+        model = store.load(
+            name,
+            version,
+            strict_versions=strict_versions,
+            range_policy=range_policy,
+            runtime=runtime,
+            model_threads=model_threads,
+        )
         warm_up(model)
     except ModelLoadError as error:
         reason = bounded(error.detail)
@@ -129,7 +143,7 @@ def load_served_model(
         reason = f"loading failed unexpectedly ({type(error).__name__}); the server log has the traceback"
         return ServedModel(name=name, version=version, error=ModelLoadError(name, version, reason).detail)
     seconds = time.perf_counter() - started
-    log.info("loaded model %s version %s in %.3fs", name, version, seconds)
+    log.info("loaded model %s version %s in %.3fs (runtime %s)", name, version, seconds, model.runtime)
     return ServedModel(name=name, version=version, model=model, load_seconds=seconds)
 
 
@@ -140,6 +154,8 @@ def load_registry(
     *,
     strict_versions: bool = False,
     range_policy: str = "flag",
+    runtime: str = "auto",
+    model_threads: int = 1,
 ) -> ModelRegistry:
     """Load every configured model (all in the store when ``names`` is empty)."""
     pins = pins or {}
@@ -153,7 +169,13 @@ def load_registry(
     with threadpool_limits(limits=1):
         served = [
             load_served_model(
-                store, name, pins.get(name), strict_versions=strict_versions, range_policy=range_policy
+                store,
+                name,
+                pins.get(name),
+                strict_versions=strict_versions,
+                range_policy=range_policy,
+                runtime=runtime,
+                model_threads=model_threads,
             )
             for name in names
         ]

@@ -45,6 +45,7 @@ from service.models.manifest import (
     decode_manifest,
     write_manifest,
 )
+from service.models.onnx_runtime import read_compiled
 from service.models.shapes import declared_outputs, plain
 from service.models.store_files import LEAVES_STORE, Refused, inside, read_regular, subdirectories
 from service.models.versions import version_key, version_mismatches
@@ -158,9 +159,20 @@ class ModelStore:
         return manifest
 
     def load(
-        self, name: str, version: str, *, strict_versions: bool = False, range_policy: str = "flag"
+        self,
+        name: str,
+        version: str,
+        *,
+        strict_versions: bool = False,
+        range_policy: str = "flag",
+        runtime: str = "auto",
+        model_threads: int = 1,
     ) -> LoadedModel:
-        """Verify, unpickle and check one model version; raises ``ModelLoadError``."""
+        """Verify, unpickle and check one model version; raises ``ModelLoadError``.
+
+        ``runtime`` (``SERVICE_RUNTIME``) says whether its compiled artifact, if
+        any, predicts in its place: see ``onnx_runtime.py``.
+        """
         manifest = self.manifest(name, version)
         mismatches = version_mismatches(manifest.trained_with)
         if mismatches and strict_versions:
@@ -196,8 +208,13 @@ class ModelStore:
             log.warning("model %s version %s: %s", name, version, note)
 
         _check_estimator(manifest, estimator)
+        compiled = read_compiled(self.root, manifest, runtime, model_threads)
         return LoadedModel(
-            manifest=manifest, estimator=estimator, warnings=tuple(notes), range_policy=range_policy
+            manifest=manifest,
+            estimator=estimator,
+            warnings=tuple(notes),
+            range_policy=range_policy,
+            compiled=compiled,
         )
 
     def _version_directory(self, name: str, version: str) -> Path:
