@@ -88,8 +88,8 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
         (
             "Service variants",
             "service compact: the same server, batch routes with ?format=compact; service batching off: "
-            "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx over the models compiled by "
-            "`flask --app wsgi models compile`",
+            "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx, serving breast_cancer only, "
+            "compiled by `flask --app wsgi models compile`",
         ),
         (
             "tutorial",

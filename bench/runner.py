@@ -28,7 +28,7 @@ from bench.mlp import NAME as MLP_NAME
 from bench.mlp import ensure_mlp
 from bench.model_alone import time_model
 from bench.options import parse_args, settings_lines
-from bench.plan import Planned, build_plan, servers_of
+from bench.plan import ONNX_MODEL, Planned, build_plan, servers_of
 from bench.procs import Server, ready, start
 from bench.report import Report, render
 from bench.store import MODELS, compile_onnx, copy_models, load
@@ -70,17 +70,21 @@ def ensure_threads_model(store: Path) -> None:
         raise BenchError(f"training the {MLP_NAME} model into {store} failed: {error}") from None
 
 
-def prepare_store(args: argparse.Namespace, work: Path, plan: list[Planned]) -> dict[str, str]:
-    """Point the run at a copy of the demo models, compiled to ONNX when the plan serves ONNX;
-    the servers that cannot be measured (ONNX, when compiling failed), and why."""
+def prepare_store(
+    args: argparse.Namespace, work: Path, plan: list[Planned]
+) -> tuple[dict[str, str], list[str]]:
+    """Point the run at a copy of the demo models, compiled to ONNX when the plan serves ONNX.
+    The servers that cannot be measured (ONNX, when the forest did not compile) and why; notes
+    for the models that did not compile."""
     args.store = copy_models(args.store, work / "store")
     if not any(c.server == ONNX_SERVER for p in plan for c in p.contenders):
-        return {}
+        return {}, []
     say("compiling the models to ONNX (flask --app wsgi models compile)")
     failed = compile_onnx(args.store)
-    if not failed:
-        return {}
-    return {ONNX_SERVER: "compiling failed: " + "; ".join(f"{n}: {why}" for n, why in failed.items())}
+    notes = [f"{name} not compiled to ONNX: {why}" for name, why in failed.items()]
+    if ONNX_MODEL in failed:
+        return {ONNX_SERVER: f"{ONNX_MODEL} not compiled to ONNX"}, notes
+    return {}, notes
 
 
 def start_servers(
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
     stored = {name: load(name, args.store) for name in MODELS}
     bodies = {name: write_bodies(name, stored[name].manifest, work) for name in MODELS}
     plan = build_plan(bodies, args.quick)
-    unavailable = prepare_store(args, work, plan)
+    unavailable, compile_notes = prepare_store(args, work, plan)
 
     say("timing the models alone")
     blocks, budget = (5, 0.5) if args.quick else (21, 3.0)
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace, work: Path) -> Report:
                     budget_seconds=budget,
                 )
             )
-    report = Report(header_lines(), settings_lines(args), plan, {}, timings, unavailable)
+    report = Report(header_lines(), settings_lines(args), plan, {}, timings, unavailable, notes=compile_notes)
 
     logs = work / "logs"
     with contextlib.ExitStack() as stack:
