@@ -1,6 +1,6 @@
 """Where a worker's time goes under load: a sampling profile of one service worker, summed by layer.
 
-python -m bench.profile [--scenario single --scenario batch] [--seconds 10] [--rate 100] [--store DIR]
+python -m bench.profile [--scenario single --scenario batch] [--seconds 10] [--rate 100] [--python-only]
 
 Starts the service (one worker, the benchmark's settings, scikit-learn runtime),
 drives it with wrk on each scenario (``single``: iris single rows at 8
@@ -10,6 +10,7 @@ connections; ``batch``: 1,000-row iris batches at 4; ``compact``: the same with
 which the worker held the GIL count: they are the time that decides how many
 requests a worker can serve. Each sample goes to one bucket (see ``bucket``) and
 its innermost function gets an "own" sample; the summary prints both.
+``--python-only`` samples without pausing the worker but sees no C frames.
 py-spy attaches by pid, which needs root or ptrace permission.
 """
 
@@ -110,11 +111,13 @@ def bucket(stack: list[str]) -> str:
 
 
 def own_function(stack: list[str]) -> str:
-    """The innermost frame that is not the interpreter's or the C library's, without its line."""
+    """The innermost frame that is not the interpreter's or the C library's, without its line;
+    native code without symbols (orjson's) by its library alone."""
     for frame in reversed(stack):
         if not any(part in _file(frame) for part in INTERPRETER):
             name, _, where = frame.rpartition(" (")
-            return f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})"
+            where = where.rsplit(":", 1)[0].rstrip(")")
+            return f"native code ({where})" if name.startswith("0x") else f"{name} ({where})"
     return stack[-1]
 
 
@@ -145,7 +148,9 @@ def record(server: Server, scenario: Scenario, path: str, label: str, args: argp
     driver.start()
     time.sleep(WARMUP_SECONDS)
     out = args.work / f"{label.replace(' ', '-')}.txt"
-    argv = [args.py_spy, "record", "--pid", str(worker), "--gil", "--native", "--rate", str(args.rate)]
+    argv = [args.py_spy, "record", "--pid", str(worker), "--gil", "--rate", str(args.rate)]
+    # Native stacks (orjson's and numpy's C code) need the worker paused at each sample.
+    argv += ["--nonblocking"] if args.python_only else ["--native"]
     argv += ["--format", "raw", "--duration", str(args.seconds), "--output", str(out)]
     done = subprocess.run(
         argv,
@@ -211,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=positive, default=10, help="seconds recorded per scenario (10)")
     parser.add_argument("--rate", type=positive, default=100, help="samples per second (100)")
+    parser.add_argument(
+        "--python-only",
+        action="store_true",
+        help="Python frames only, sampled without pausing the worker (C code such as orjson's "
+        "is then charged to the Python function that called it)",
+    )
     parser.add_argument(
         "--store", type=Path, help="model store (the demo models are trained into it if empty)"
     )
