@@ -41,7 +41,7 @@ lint: $(BIN)/.dev ## Lint with ruff
 screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs, /redoc, the home page and the iris page into docs/
 	SCREENSHOTS_DIR=docs $(BIN)/python -m pytest tests/test_browser.py tests/test_browser_pages.py -q
 
-bench: $(BIN)/.runtime bench-deps ## Benchmark the service against a bare WSGI app and a tutorial Flask app (report in bench/results/)
+bench: $(BIN)/.runtime bench-deps ## Benchmark the service against the tutorial Flask app and a bare WSGI app (report in bench/results/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 browser-deps: ## Install Debian's headless Chromium for the browser tests (no browser download)

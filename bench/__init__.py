@@ -1,1 +1,1 @@
-"""Benchmark harness: the service against a bare WSGI app and a tutorial Flask app (see README.md)."""
+"""Benchmark harness: the service against the tutorial Flask app and a bare WSGI app (see README.md)."""

@@ -1,8 +1,10 @@
-"""Baseline (a), "the limit": a bare WSGI callable that predicts and nothing else.
+"""Baseline "bare arrays", the limit: a bare WSGI callable that predicts and nothing else.
 
-No framework, no validation, no metrics, no logging: parse, one ``predict_proba``,
-render the same answer document the service gives. Whatever the service spends
-beyond this is the price of its framework and its checks.
+No framework, no validation, no metrics, no logging: ``orjson.loads``, one
+``predict_proba``, the labels taken from it, and ``orjson.dumps`` of
+``{"predictions": labels, "probabilities": matrix}`` as arrays (one row's body,
+``{"features": row}``, is answered as a batch of one). Whatever the service spends
+beyond this is the price of its framework, its checks and its answer document.
 
     gunicorn --worker-class gthread --preload bench.bare_app:app
 """
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.store import MODELS, StoredModel, load, probability_keys
+from bench.store import MODELS, load
 
 # The same guard as the service's: scikit-learn edits the process-wide warnings
 # filters while it predicts, which two threads must not do at once. Prediction
@@ -27,63 +29,40 @@ _NOT_FOUND = b'{"error":"not found"}'
 _BAD_BODY = b'{"error":"bad body"}'
 
 
-class _Route:
-    __slots__ = ("classes", "keys", "many", "model", "version")
-
-    def __init__(self, stored: StoredModel, *, many: bool) -> None:
-        self.model = stored.estimator
-        self.version = stored.version
-        self.classes = stored.estimator.classes_
-        self.keys = probability_keys(stored.estimator.classes_)
-        self.many = many
-
-
-def _routes() -> dict[str, tuple[str, _Route]]:
+def _routes() -> dict[str, Any]:
     routes = {}
     for name in MODELS:
-        stored = load(name)
-        routes[f"/v1/models/{name}/predict"] = (name, _Route(stored, many=False))
-        routes[f"/v1/models/{name}/predict/batch"] = (name, _Route(stored, many=True))
+        estimator = load(name).estimator
+        routes[f"/v1/models/{name}/predict"] = estimator
+        routes[f"/v1/models/{name}/predict/batch"] = estimator
     return routes
 
 
 ROUTES = _routes()
 
 
-def _answer(name: str, route: _Route, body: bytes) -> bytes:
+def _answer(model: Any, body: bytes) -> bytes:
     document = orjson.loads(body)
-    if route.many:
-        matrix = np.asarray(document["instances"], dtype=np.float64)
-        matrix = matrix.reshape(len(matrix), -1)
-    else:
-        matrix = np.asarray(document["features"], dtype=np.float64).reshape(1, -1)
+    rows = document["instances"] if "instances" in document else [document["features"]]
+    matrix = np.asarray(rows, dtype=np.float64)
     with _LOCK:
-        probabilities = route.model.predict_proba(matrix)
-    labels = route.classes[probabilities.argmax(axis=1)].tolist()
-    keys = route.keys
-    rows = [dict(zip(keys, row, strict=True)) for row in probabilities.tolist()]
-    if route.many:
-        answer = {"model": name, "model_version": route.version, "predictions": labels, "probabilities": rows}
-    else:
-        answer = {
-            "model": name,
-            "model_version": route.version,
-            "prediction": labels[0],
-            "probabilities": rows[0],
-        }
-    return orjson.dumps(answer)
+        probabilities = model.predict_proba(matrix)
+    labels = model.classes_[probabilities.argmax(axis=1)].tolist()
+    return orjson.dumps(
+        {"predictions": labels, "probabilities": probabilities}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    found = ROUTES.get(environ.get("PATH_INFO", "")) if environ["REQUEST_METHOD"] == "POST" else None
-    if found is None:
+    model = ROUTES.get(environ.get("PATH_INFO", "")) if environ["REQUEST_METHOD"] == "POST" else None
+    if model is None:
         status, body = "404 Not Found", _NOT_FOUND
     else:
         length = environ.get("CONTENT_LENGTH")
         stream = environ["wsgi.input"]
         raw = stream.read(int(length)) if length else stream.read()
         try:
-            status, body = "200 OK", _answer(*found, raw)
+            status, body = "200 OK", _answer(model, raw)
         except (ValueError, TypeError, KeyError):
             status, body = "400 Bad Request", _BAD_BODY
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])

@@ -1,4 +1,11 @@
-"""Before measuring: the baselines must answer what the service answers, or the comparison is not fair."""
+"""Before measuring: every contender must answer what the service answers, or the comparison is not fair.
+
+The answers differ in shape (the service's per-row probability objects, its
+compact answer's matrix with the classes once, the baselines' bare arrays), so
+each is read into the same thing first: the labels, and one probability per class
+label for each row. Then labels must be identical and probabilities equal to
+1e-9, or to 1e-5 for the ONNX runtime (the parity its compile step checks).
+"""
 
 from __future__ import annotations
 
@@ -6,53 +13,81 @@ import json
 import math
 from typing import Any
 
-from bench.bodies import Scenario, first_body
-from bench.procs import BASELINES, Server
+from bench.bodies import first_body
+from bench.plan import ONNX, SERVICE, Planned
+from bench.procs import Server
+from bench.store import probability_keys
 from local_gunicorn import request
 
+CLOSE = 1e-9
+ONNX_CLOSE = 1e-5
 
-def difference(expected: Any, found: Any, where: str = "") -> str | None:
-    """Where two answer documents differ (floats to 1e-9), or None."""
-    if isinstance(expected, dict) and isinstance(found, dict):
-        if set(expected) != set(found):
-            return f"{where or 'top'}: keys {sorted(expected)} != {sorted(found)}"
-        for key in expected:
-            if (problem := difference(expected[key], found[key], f"{where}.{key}")) is not None:
-                return problem
-        return None
-    if isinstance(expected, list) and isinstance(found, list):
-        if len(expected) != len(found):
-            return f"{where}: {len(expected)} items != {len(found)}"
-        for index, (a, b) in enumerate(zip(expected, found, strict=True)):
-            if (problem := difference(a, b, f"{where}[{index}]")) is not None:
-                return problem
-        return None
-    if isinstance(expected, float) and isinstance(found, float):
-        same = math.isclose(expected, found, rel_tol=1e-9, abs_tol=1e-12)
+Rows = tuple[list[Any], list[dict[str, float]]]
+
+
+def _key(label: Any) -> str:
+    return label if isinstance(label, str) else json.dumps(label)
+
+
+def normalise(answer: dict[str, Any], class_keys: list[str]) -> Rows:
+    """(labels, per row {class label: probability}) from any contender's answer; ``class_keys``
+    name the columns of a probability matrix that does not name them itself."""
+    if "predictions" in answer:
+        labels, probabilities = answer["predictions"], answer["probabilities"]
     else:
-        same = expected == found and type(expected) is type(found)
-    return None if same else f"{where}: {expected!r} != {found!r}"
+        labels, probabilities = [answer["prediction"]], [answer["probabilities"]]
+    if "classes" in answer:
+        class_keys = [_key(label) for label in answer["classes"]]
+    rows = [p if isinstance(p, dict) else dict(zip(class_keys, p, strict=True)) for p in probabilities]
+    return labels, rows
 
 
-def check_answers(servers: dict[str, Server], scenarios: list[Scenario]) -> list[str]:
-    """The first body of each scenario's route to every server: a note for each that fails to
-    answer, and for each baseline whose answer differs from the service's."""
+def difference(expected: Rows, found: Rows, tolerance: float) -> str | None:
+    """Where two normalised answers differ, or None."""
+    (labels, rows), (other_labels, other_rows) = expected, found
+    if labels != other_labels:
+        return f"labels {labels[:5]} != {other_labels[:5]}"
+    for index, (row, other) in enumerate(zip(rows, other_rows, strict=True)):
+        if set(row) != set(other):
+            return f"row {index}: classes {sorted(row)} != {sorted(other)}"
+        for key, value in row.items():
+            if not math.isclose(value, other[key], rel_tol=tolerance, abs_tol=tolerance):
+                return f"row {index}, {key}: {value!r} != {other[key]!r}"
+    return None
+
+
+def check_answers(servers: dict[str, Server], plan: list[Planned], estimators: dict[str, Any]) -> list[str]:
+    """The first body of each scenario's route from every contender: a note for each that fails
+    to answer, and for each whose labels or probabilities differ from the service's."""
     notes = []
-    for path, bodies in {s.path: s.bodies for s in scenarios}.items():
+    for planned in plan:
+        scenario = planned.scenario
+        body = first_body(scenario.bodies)
+        keys = probability_keys(estimators[scenario.model].classes_)
         answers = {}
-        for name, server in servers.items():
+        for contender in planned.contenders:
+            path = contender.path(scenario)
+            if contender.server not in servers:
+                continue
             try:
-                status, raw = request(server.url(path), first_body(bodies))
+                status, raw = request(servers[contender.server].url(path), body)
             except OSError as error:
-                notes.append(f"{name} did not answer POST {path}: {error}")
+                notes.append(f"{contender.label} did not answer POST {path}: {error}")
                 continue
             if status != 200:
-                notes.append(f"{name} answered {status} to POST {path}: {raw[:300]!r}")
-            else:
-                answers[name] = json.loads(raw)
-        for name in BASELINES:
-            if "service" in answers and name in answers:
-                problem = difference(answers["service"], answers[name])
-                if problem:
-                    notes.append(f"POST {path}: {name} answers differently from the service ({problem})")
+                notes.append(f"{contender.label} answered {status} to POST {path}: {raw[:300]!r}")
+                continue
+            try:
+                answers[contender.label] = normalise(json.loads(raw), keys)
+            except (ValueError, KeyError, TypeError) as error:
+                notes.append(f"{contender.label}'s answer to POST {path} is not readable: {error!r}")
+        if SERVICE not in answers:
+            continue
+        for label, answer in answers.items():
+            tolerance = ONNX_CLOSE if label == ONNX else CLOSE
+            problem = difference(answers[SERVICE], answer, tolerance)
+            if problem:
+                notes.append(
+                    f"POST {scenario.path}: {label} answers differently from the service ({problem})"
+                )
     return notes

@@ -9,7 +9,18 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-PACKAGES = ("flask", "gunicorn", "marshmallow", "numpy", "scipy", "scikit-learn", "orjson", "joblib")
+PACKAGES = (
+    "flask",
+    "gunicorn",
+    "marshmallow",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "orjson",
+    "joblib",
+    "onnxruntime",
+    "skl2onnx",
+)
 # Read, never set: they change which kernel OpenBLAS picks, and so the figures.
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 

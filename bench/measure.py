@@ -19,6 +19,7 @@ from bench import wrk
 from bench.bodies import BATCH_ROWS, ModelBodies, Scenario
 from bench.mlp import NAME as MLP_NAME
 from bench.model_alone import time_model
+from bench.plan import Planned
 from bench.procs import IDLE_TIMEOUT, Server, ready, running, start
 from bench.results import Memory, Sample, Series, ThreadsSection, ThreadsVariant, WorkerThreads
 from local_gunicorn import ServerError
@@ -39,11 +40,15 @@ def settle(server: Server) -> None:
         say(f"warning: {server.name} still busy {IDLE_TIMEOUT:.0f}s after its load stopped; carrying on")
 
 
-def measure(server: Server, scenario: Scenario, *, seconds: int, warmup: int) -> Sample:
-    """A warm-up (not measured), then one measured wrk run with the server's CPU time around it."""
+def measure(
+    server: Server, scenario: Scenario, *, seconds: int, warmup: int, path: str | None = None
+) -> Sample:
+    """A warm-up (not measured), then one measured wrk run with the server's CPU time around it;
+    ``path``: another path than the scenario's (the same route with a query, say)."""
     if not server.alive():
         return Sample.failed(f"{server.name} is not running (exit {server.proc.returncode})")
-    url, path, bodies, connections = server.base_url, scenario.path, scenario.bodies, scenario.connections
+    url, bodies, connections = server.base_url, scenario.bodies, scenario.connections
+    path = path or scenario.path
     try:
         if warmup:
             wrk.run(url, path, bodies, connections=connections, seconds=warmup)
@@ -77,17 +82,30 @@ def measure(server: Server, scenario: Scenario, *, seconds: int, warmup: int) ->
 
 
 def interleave(
-    servers: dict[str, Server], scenarios: list[Scenario], args: argparse.Namespace
+    servers: dict[str, Server], plan: list[Planned], args: argparse.Namespace
 ) -> dict[tuple[str, str], Series]:
-    """For each run, for each scenario, each server in turn: a slow spell on the machine
-    then lands on all three servers rather than on one."""
-    found: dict[tuple[str, str], list[Sample]] = {(s.label, name): [] for s in scenarios for name in servers}
+    """For each run, for each scenario, each contender in turn: a slow spell on the machine
+    then lands on every contender rather than on one. A contender whose server is not in
+    ``servers`` (it could not be prepared) is left out; the report says why."""
+    found: dict[tuple[str, str], list[Sample]] = {
+        (p.label, c.label): [] for p in plan for c in p.contenders if c.server in servers
+    }
     for number in range(1, args.runs + 1):
-        for scenario in scenarios:
-            for name, server in servers.items():
-                sample = measure(server, scenario, seconds=args.duration, warmup=args.warmup)
-                found[(scenario.label, name)].append(sample)
-                say(f"[run {number}/{args.runs}] {scenario.label:<28} {name:<8} {describe(sample)}")
+        for planned in plan:
+            for contender in planned.contenders:
+                if contender.server not in servers:
+                    continue
+                sample = measure(
+                    servers[contender.server],
+                    planned.scenario,
+                    seconds=args.duration,
+                    warmup=args.warmup,
+                    path=contender.path(planned.scenario),
+                )
+                found[(planned.label, contender.label)].append(sample)
+                say(
+                    f"[run {number}/{args.runs}] {planned.label:<28} {contender.label:<21} {describe(sample)}"
+                )
     return {key: Series(samples) for key, samples in found.items()}
 
 
@@ -120,7 +138,7 @@ def run_memory(args: argparse.Namespace, logs: Path, bodies: dict[str, Any]) -> 
         Scenario("breast_cancer", BATCH_ROWS, 1, bodies["breast_cancer"].batch),
     ]
     found = []
-    for kind in ("service", "service-unfrozen", "naive"):
+    for kind in ("service", "service-unfrozen", "tutorial"):
         for workers in MEMORY_WORKERS:
             say(f"memory: {kind} with {workers} worker(s)")
             found.append(measure_memory(kind, workers, args, logs, load_scenarios))

@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = Settings()
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description="Benchmark the service against a bare WSGI app and a tutorial Flask app.",
+        description="Benchmark the service against a tutorial Flask app and a bare WSGI app.",
     )
     # wrk takes whole seconds.
     parser.add_argument("--duration", type=positive, default=10, help="seconds per measured run (10)")
@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="threads per worker (the service's default)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 run of 1 s, two scenarios, no memory or threads"
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 run of 1 s, three scenarios, no memory or threads",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results", help="report directory")
     parser.add_argument(
@@ -61,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 1, min(args.warmup, 1)
     args.store = args.store.resolve()
+    args.source_store = args.store  # the run serves a copy (bench.store.copy_models)
     args.model_threads = defaults.model_threads
     return args
 
@@ -75,24 +78,34 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
             f"-t min(connections, 2), --timeout {wrk.REQUEST_TIMEOUT}",
         ),
         (
-            "Gunicorn (all three)",
-            f"gthread, {args.workers} workers x {args.threads} threads, preload, keep-alive 5 s, "
-            "no worker recycling",
-        ),
-        (
             "Service",
-            f"gunicorn -c gunicorn.conf.py wsgi:app; SERVICE_MODELS={','.join(MODELS)}, "
-            f"SERVICE_MODEL_THREADS={threads_env}; JSON access log, metrics and validation on",
+            f"gunicorn -c gunicorn.conf.py wsgi:app: gthread, {args.workers} workers x {args.threads} "
+            "threads, "
+            f"preload, no worker recycling; SERVICE_MODELS={','.join(MODELS)}, "
+            f"SERVICE_MODEL_THREADS={threads_env}, SERVICE_RUNTIME=sklearn; JSON access log, metrics, "
+            "request ids and validation on",
         ),
         (
-            "Baselines",
-            "bench.bare_app (orjson, one predict_proba), bench.naive_app (Flask, predict + "
-            f"predict_proba, jsonify); OMP/OPENBLAS/MKL_NUM_THREADS={threads_env}",
+            "Service variants",
+            "service compact: the same server, batch routes with ?format=compact; service batching off: "
+            "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx, serving breast_cancer only, "
+            "compiled by `flask --app wsgi models compile`",
         ),
+        (
+            "tutorial",
+            f"bench.tutorial_app (Flask, request.get_json(), predict + predict_proba, jsonify): "
+            f"gunicorn -w {args.workers} --preload, sync workers (a connection per request)",
+        ),
+        (
+            "bare arrays",
+            f"bench.bare_app (orjson, one predict_proba, arrays out): gthread, {args.workers} workers x "
+            f"{args.threads} threads, preload, keep-alive 5 s (bench/gunicorn_baseline.conf.py)",
+        ),
+        ("Baselines' native pools", f"OMP/OPENBLAS/MKL_NUM_THREADS={threads_env}"),
         (
             "Bodies",
             f"per model {SINGLE_BODIES} single rows and {BATCH_BODIES} batches of {BATCH_ROWS} rows from "
             f"sklearn.datasets (seed {SEED}), cycled by bench/post.lua",
         ),
-        ("Store", str(args.store)),
+        ("Store", f"{args.source_store} (its demo models copied into the run's temporary folder)"),
     ]

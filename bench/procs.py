@@ -18,12 +18,14 @@ from pathlib import Path
 
 import local_gunicorn
 from bench.bodies import Scenario, first_body
+from bench.plan import SERVICE_SETTINGS
 from bench.store import MODELS
 from local_gunicorn import REPO_ROOT, clean_env, free_port, stat_fields, status_value
 
 BASELINE_CONF = REPO_ROOT / "bench" / "gunicorn_baseline.conf.py"
 UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
-BASELINES = {"bare": "bench.bare_app", "naive": "bench.naive_app"}
+BARE_APP = "bench.bare_app:app"
+TUTORIAL_APP = "bench.tutorial_app:app"
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Idle: under a tenth of one core for two quarter-second intervals in a row (CPU time
@@ -142,15 +144,12 @@ def start_service(
     )
 
 
-def start_baseline(
-    name: str, module: str, store: Path, log_dir: Path, *, workers: int, threads: int, model_threads: int
-) -> Server:
-    """A baseline app under the same Gunicorn settings as the service."""
-    port = free_port()
+def _baseline_env(store: Path, model_threads: int) -> dict[str, str]:
     threads_env = str(model_threads)
-    env = clean_env(
+    return clean_env(
         {
             "SERVICE_MODEL_STORE": str(store),
+            "PYTHONPATH": str(REPO_ROOT),
             # The service holds each worker's native thread pools (BLAS, OpenMP) to
             # SERVICE_MODEL_THREADS; the baselines get the same through the environment.
             "OMP_NUM_THREADS": threads_env,
@@ -158,6 +157,13 @@ def start_baseline(
             "MKL_NUM_THREADS": threads_env,
         }
     )
+
+
+def start_bare(
+    name: str, store: Path, log_dir: Path, *, workers: int, threads: int, model_threads: int
+) -> Server:
+    """The bare app under the service's transport settings (gthread, keep-alive): only the app differs."""
+    port = free_port()
     argv = [
         sys.executable,
         "-m",
@@ -173,9 +179,32 @@ def start_baseline(
         "--preload",
         "--bind",
         f"127.0.0.1:{port}",
-        f"{module}:app",
+        BARE_APP,
     ]
-    return Server.start(name, argv, env, log_dir, port=port, merge_output=True)
+    return Server.start(
+        name, argv, _baseline_env(store, model_threads), log_dir, port=port, merge_output=True
+    )
+
+
+def start_tutorial(name: str, store: Path, log_dir: Path, *, workers: int, model_threads: int) -> Server:
+    """The tutorial app as tutorials serve it: ``gunicorn -w N --preload``, Gunicorn's default sync
+    workers and settings. Started from the log directory, where no gunicorn.conf.py is found to
+    add the service's settings; no control socket, whose one path per user several servers share."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        str(workers),
+        "--preload",
+        "--no-control-socket",
+        "--bind",
+        f"127.0.0.1:{port}",
+        TUTORIAL_APP,
+    ]
+    env = _baseline_env(store, model_threads)
+    return Server.start(name, argv, env, log_dir, port=port, cwd=log_dir, merge_output=True)
 
 
 def start(
@@ -187,7 +216,10 @@ def start(
     cwd: Path = REPO_ROOT,
     **settings: str,
 ) -> Server:
-    """The server a name stands for ("service...", "bare...", "naive..."), with the run's settings."""
+    """The server a name stands for ("service...", "bare...", "tutorial..."), with the run's settings.
+
+    A service's variant (batching off, ONNX) comes from ``SERVICE_SETTINGS`` by its exact
+    name; any other service name (the memory and threads sections') runs scikit-learn."""
     workers = workers or args.workers
     if name.startswith("service"):
         production = {
@@ -195,6 +227,7 @@ def start(
             "SERVICE_MODEL_THREADS": str(args.model_threads),
             # Only how long a stop may take; an idle server has nothing to finish.
             "SERVICE_GRACEFUL_TIMEOUT": "5",
+            **SERVICE_SETTINGS.get(name, SERVICE_SETTINGS["service"]),
         }
         # "service-unfrozen": the same service without gc.freeze(), to show what it saves.
         config = UNFROZEN_CONF if name.startswith("service-unfrozen") else local_gunicorn.SERVICE_CONFIG
@@ -208,22 +241,19 @@ def start(
             cwd=cwd,
             **{**production, **settings},
         )
-    kind = name.split("-")[0]
-    return start_baseline(
-        name,
-        BASELINES[kind],
-        args.store,
-        logs,
-        workers=workers,
-        threads=args.threads,
-        model_threads=args.model_threads,
-    )
+    if name.startswith("tutorial"):
+        return start_tutorial(name, args.store, logs, workers=workers, model_threads=args.model_threads)
+    if name.startswith("bare"):
+        return start_bare(
+            name, args.store, logs, workers=workers, threads=args.threads, model_threads=args.model_threads
+        )
+    raise ValueError(f"no server is called {name!r}")
 
 
 def ready(server: Server, probe: Scenario) -> tuple[str, bytes | None]:
-    """What shows that a server is up: the service's /health, or a baseline's first answer."""
+    """What shows that a server is up: the service's /ready, or a baseline's first answer."""
     if server.name.startswith("service"):
-        return "/health", None
+        return "/ready", None
     return probe.path, first_body(probe.bodies)
 
 

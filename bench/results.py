@@ -6,8 +6,6 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-SERVERS = ("service", "bare", "naive")
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -64,19 +62,25 @@ class Series:
         return statistics.median(values) if values else None
 
 
+def ratios(top: Series, bottom: Series, figure: Callable[[Sample], float | None]) -> list[float]:
+    """figure(top) / figure(bottom) for each run in which both were clean, in run order."""
+    found = []
+    for a, b in zip(top.samples, bottom.samples, strict=False):
+        if a.ok and b.ok:
+            x, y = figure(a), figure(b)
+            if x is not None and y:
+                found.append(x / y)
+    return found
+
+
 def ratio_median(top: Series, bottom: Series, figure: Callable[[Sample], float | None]) -> float | None:
     """Median over runs of figure(top) / figure(bottom), from runs where both were clean.
 
     Both servers of one run saw the same machine within a minute of each other, so
     their ratio is steadier on a noisy machine than a ratio of medians would be.
     """
-    ratios = []
-    for a, b in zip(top.samples, bottom.samples, strict=False):
-        if a.ok and b.ok:
-            x, y = figure(a), figure(b)
-            if x is not None and y:
-                ratios.append(x / y)
-    return statistics.median(ratios) if ratios else None
+    found = ratios(top, bottom, figure)
+    return statistics.median(found) if found else None
 
 
 def rps(sample: Sample) -> float:
@@ -89,6 +93,14 @@ def rows(sample: Sample) -> float:
 
 def cpu(sample: Sample) -> float | None:
     return sample.cpu_us_per_request
+
+
+def p50(sample: Sample) -> float:
+    return sample.p50_ms
+
+
+def p99(sample: Sample) -> float:
+    return sample.p99_ms
 
 
 @dataclass(frozen=True)

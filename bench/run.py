@@ -1,4 +1,4 @@
-"""Benchmark the service against a bare WSGI app and a tutorial Flask app (see bench/README.md).
+"""Benchmark the service against the tutorial Flask app and a bare WSGI app (see bench/README.md).
 
 python -m bench.run [--duration 10] [--warmup 2] [--runs 3] [--workers N] [--quick] [--out DIR] [--store DIR]
 """

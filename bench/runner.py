@@ -1,9 +1,10 @@
-"""The benchmark run: the stores, three servers, the measurements in order, and the report file.
+"""The benchmark run: the stores, the servers, the measurements in order, and the report file.
 
-See bench/README.md. The command line is in options.py, the servers in procs.py,
-the measurements in measure.py, the answer check in checks.py and the markdown in
-report.py. Every server runs on a free 127.0.0.1 port, is stopped by its own pid
-whatever happens, and every subprocess has a timeout.
+See bench/README.md. The command line is in options.py, what is measured in plan.py,
+the servers in procs.py, the measurements in measure.py, the answer check in
+checks.py, the goals in goals.py and the markdown in report.py. Every server runs
+on a free 127.0.0.1 port, is stopped by its own pid whatever happens, and every
+subprocess has a timeout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import wrk
-from bench.bodies import BodyError, build_scenarios, write_bodies
+from bench.bodies import BodyError, Scenario, write_bodies
 from bench.checks import check_answers
 from bench.machine import header_lines
 from bench.measure import THREADS_STORE, interleave, run_memory, run_threads, say
@@ -27,13 +28,14 @@ from bench.mlp import NAME as MLP_NAME
 from bench.mlp import ensure_mlp
 from bench.model_alone import time_model
 from bench.options import parse_args, settings_lines
-from bench.procs import ready, start
+from bench.plan import ONNX_MODEL, Planned, build_plan, servers_of
+from bench.procs import Server, ready, start
 from bench.report import Report, render
-from bench.results import SERVERS
-from bench.store import MODELS, load
+from bench.store import MODELS, compile_onnx, copy_models, load
 from local_gunicorn import REPO_ROOT, ServerError
 
 TRAIN_TIMEOUT = 600
+ONNX_SERVER = "service-onnx"
 
 
 class BenchError(RuntimeError):
@@ -68,6 +70,44 @@ def ensure_threads_model(store: Path) -> None:
         raise BenchError(f"training the {MLP_NAME} model into {store} failed: {error}") from None
 
 
+def prepare_store(
+    args: argparse.Namespace, work: Path, plan: list[Planned]
+) -> tuple[dict[str, str], list[str]]:
+    """Point the run at a copy of the demo models, compiled to ONNX when the plan serves ONNX.
+    The servers that cannot be measured (ONNX, when the forest did not compile) and why; notes
+    for the models that did not compile."""
+    args.store = copy_models(args.store, work / "store")
+    if not any(c.server == ONNX_SERVER for p in plan for c in p.contenders):
+        return {}, []
+    say("compiling the models to ONNX (flask --app wsgi models compile)")
+    failed = compile_onnx(args.store)
+    notes = [f"{name} not compiled to ONNX: {why}" for name, why in failed.items()]
+    if ONNX_MODEL in failed:
+        return {ONNX_SERVER: f"{ONNX_MODEL} not compiled to ONNX"}, notes
+    return {}, notes
+
+
+def start_servers(
+    names: list[str], args: argparse.Namespace, logs: Path, probe: Scenario, stack: contextlib.ExitStack
+) -> tuple[dict[str, Server], dict[str, str]]:
+    """Every server of the plan, up and ready; the ONNX one may fail (its rows are then n/a)."""
+    servers = {}
+    for name in names:
+        servers[name] = start(name, args, logs)
+        stack.callback(servers[name].stop)
+    unavailable = {}
+    for name, server in list(servers.items()):
+        try:
+            server.wait_until_answering(*ready(server, probe))
+        except ServerError as error:
+            if name != ONNX_SERVER:
+                raise
+            server.stop()
+            del servers[name]
+            unavailable[name] = "not ready: " + " ".join(str(error).split())[:300]
+    return servers, unavailable
+
+
 def run(args: argparse.Namespace, work: Path) -> Report:
     wrk.wrk_binary()
     ensure_demo_models(args.store)
@@ -76,7 +116,8 @@ def run(args: argparse.Namespace, work: Path) -> Report:
         ensure_threads_model(work / THREADS_STORE)
     stored = {name: load(name, args.store) for name in MODELS}
     bodies = {name: write_bodies(name, stored[name].manifest, work) for name in MODELS}
-    scenarios = build_scenarios(bodies, args.quick)
+    plan = build_plan(bodies, args.quick)
+    unavailable, compile_notes = prepare_store(args, work, plan)
 
     say("timing the models alone")
     blocks, budget = (5, 0.5) if args.quick else (21, 3.0)
@@ -93,20 +134,18 @@ def run(args: argparse.Namespace, work: Path) -> Report:
                     budget_seconds=budget,
                 )
             )
-    report = Report(header_lines(), settings_lines(args), scenarios, {}, timings)
+    report = Report(header_lines(), settings_lines(args), plan, {}, timings, unavailable, notes=compile_notes)
 
     logs = work / "logs"
     with contextlib.ExitStack() as stack:
-        servers = {}
-        for name in SERVERS:
-            servers[name] = start(name, args, logs)
-            stack.callback(servers[name].stop)
-        for server in servers.values():
-            server.wait_until_answering(*ready(server, scenarios[0]))
+        names = [name for name in servers_of(plan) if name not in unavailable]
+        servers, failed = start_servers(names, args, logs, plan[0].scenario, stack)
+        report.unavailable.update(failed)
         say("servers up: " + ", ".join(f"{s.name} {s.base_url} (pid {s.proc.pid})" for s in servers.values()))
-        report.notes += check_answers(servers, scenarios)
+        estimators = {name: stored[name].estimator for name in MODELS}
+        report.notes += check_answers(servers, plan, estimators)
 
-        report.series = interleave(servers, scenarios, args)
+        report.series = interleave(servers, plan, args)
 
         if not args.quick:
             # Measured: stopped now, they hold no memory or CPU through the threads section.

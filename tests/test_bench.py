@@ -1,10 +1,12 @@
 """A smoke run of the benchmark harness: ``python -m bench.run --quick`` end to end.
 
-It trains the demo models into a fresh store, starts the service and both
-baselines under Gunicorn, drives them with wrk and writes the report; here only
-the harness is judged (every server answered, nothing failed), not the figures.
-The model threads section is too long for a test; its model and its thread
-counting are checked on their own.
+It copies the demo models into the run's own store, compiles them to ONNX, starts
+the service and its variants, the tutorial app and the bare app under Gunicorn,
+drives them with wrk and writes the report; here only the harness is judged
+(every contender answered alike and measured, every goal got a figure), not the
+figures. The model threads section is too long for a test; its model and its
+thread counting are checked on their own, and so are the pieces that read
+answers and profiles.
 """
 
 from __future__ import annotations
@@ -18,36 +20,50 @@ from pathlib import Path
 import pytest
 
 from bench.bodies import dataset_rows
+from bench.checks import difference, normalise
 from bench.measure import threads_used
 from bench.mlp import NAME, ensure_mlp
+from bench.profile import bucket, frames, own_function
 from bench.results import WorkerThreads
 from bench.store import load
 from service.models.store import ModelStore
 from tests.servers import REPO_ROOT
 
-pytestmark = pytest.mark.integration
+RUN_TIMEOUT = 300  # a quick run takes about a minute; this only stops a hung one
+QUICK_ROWS = (
+    {
+        ("iris single @8", contender)
+        for contender in ("service", "service batching off", "tutorial", "bare arrays")
+    }
+    | {
+        ("iris batch 1000 @1", contender)
+        for contender in ("service", "service compact", "tutorial", "bare arrays")
+    }
+    | {("breast_cancer single @1", "service"), ("breast_cancer single @1", "service onnx")}
+)
+QUICK_GOALS = (
+    "(1) iris single rows @8: service req/s ÷ tutorial",
+    "(1) iris batch 1000 @1: compact answer rows/s ÷ bare arrays",
+    "(1) iris batch 1000 @1: default answer rows/s ÷ bare arrays",
+    "(2) iris single rows @8: batching on ÷ off, req/s",
+    "(3) forest single rows @1: p50 scikit-learn ÷ ONNX (ONNX is lower)",
+)
 
-RUN_TIMEOUT = 300  # a quick run takes well under a minute; this only stops a hung one
-QUICK_SCENARIOS = ("iris single @8", "iris batch 1000 @1")
+
+def section_rows(report: str, title: str) -> list[list[str]]:
+    """The table rows of one section of the report, cells stripped, the header left out."""
+    section = report.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
 
 
-def table_rows(report: str) -> dict[str, list[str]]:
-    """The throughput table's rows by scenario label, cells stripped."""
-    section = report.split("## Throughput and latency", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        if line.startswith("| ") and not line.startswith("| Scenario"):
-            cells = [cell.strip() for cell in line.strip("|").split("|")]
-            rows[cells[0]] = cells
-    return rows
-
-
-def test_quick_benchmark_reports_every_server(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_quick_benchmark_measures_every_contender(tmp_path: Path, demo_store_path: Path) -> None:
     # CI installs wrk (make ci-deps -> bench-deps): a missing one is a broken set-up, not a skip.
     assert shutil.which("wrk"), "wrk is not installed: run make bench-deps"
     out = tmp_path / "results"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--store", str(tmp_path / "store")],
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--store", str(demo_store_path)],
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -69,16 +85,98 @@ def test_quick_benchmark_reports_every_server(tmp_path: Path) -> None:
     report = latest.read_text(encoding="utf-8")
     assert stdout == report
 
-    rows = table_rows(report)
-    assert set(rows) == set(QUICK_SCENARIOS)
-    for label, cells in rows.items():
-        requests_per_second = [float(value) for value in cells[1].split(" / ")]
-        assert len(requests_per_second) == 3, (label, cells)  # service / bare / naive
-        assert all(value > 0 for value in requests_per_second), (label, cells)
-        assert cells[6] == "0 / 0 / 0", (label, cells)  # non-2xx answers and socket errors
-        assert cells[-1] == "ok", (label, cells)
-    assert "FAIL" not in report.split("## Goals", 1)[0]
-    assert "## Problems" not in report  # includes the check that all three answer alike
+    rows = {(cells[0], cells[1]): cells for cells in section_rows(report, "Throughput and latency")}
+    assert set(rows) == QUICK_ROWS
+    for key, cells in rows.items():
+        assert float(cells[2]) > 0, (key, cells)  # req/s
+        assert cells[7] == "0", (key, cells)  # non-2xx answers and socket errors
+        assert cells[-1] == "ok", (key, cells)
+    goals = {cells[0]: cells for cells in section_rows(report, "Goals")}
+    for text in QUICK_GOALS:
+        measured = goals[text][2]
+        assert measured.endswith("x") and float(measured[:-1]) > 0, goals[text]
+    assert "## Problems" not in report  # includes the check that every contender answers alike
+    # The demo store it was given is left as it was: the run compiled a copy.
+    assert not list(demo_store_path.rglob("*.onnx"))
+
+
+IRIS_KEYS = ["setosa", "versicolor", "virginica"]
+
+
+def test_every_answer_shape_reads_as_the_same_labels_and_probabilities() -> None:
+    default = {
+        "model": "iris",
+        "predictions": ["setosa", "virginica"],
+        "probabilities": [
+            {"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0},
+            {"setosa": 0.0, "versicolor": 0.2, "virginica": 0.8},
+        ],
+    }
+    matrix = [[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]]
+    compact = {"classes": IRIS_KEYS, "predictions": ["setosa", "virginica"], "probabilities": matrix}
+    arrays = {"predictions": ["setosa", "virginica"], "probabilities": matrix}
+    expected = normalise(default, IRIS_KEYS)
+    for answer in (compact, arrays):
+        assert difference(expected, normalise(answer, IRIS_KEYS), 1e-9) is None
+    single = normalise({"prediction": "setosa", "probabilities": [0.9, 0.1, 0.0]}, IRIS_KEYS)
+    assert single == (["setosa"], [{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}])
+
+
+def test_a_different_label_or_probability_is_named() -> None:
+    expected = normalise({"predictions": ["setosa"], "probabilities": [[0.9, 0.1, 0.0]]}, IRIS_KEYS)
+    relabelled = normalise({"predictions": ["versicolor"], "probabilities": [[0.9, 0.1, 0.0]]}, IRIS_KEYS)
+    assert "labels" in difference(expected, relabelled, 1e-9)
+    shifted = normalise({"predictions": ["setosa"], "probabilities": [[0.9, 0.1, 2e-6]]}, IRIS_KEYS)
+    assert "virginica" in difference(expected, shifted, 1e-9)
+    assert difference(expected, shifted, 1e-5) is None  # within the ONNX parity tolerance
+
+
+def test_a_profile_sample_goes_to_the_layer_that_spent_it() -> None:
+    worker = "ThreadWorker.handle (gunicorn/workers/gthread.py:553)"
+    view = worker + ";Flask.wsgi_app (flask/app.py:1);predict (service/api/predict.py:9)"
+    cases = {
+        view + ";Request.args (werkzeug/wrappers/request.py:3) 4": "Flask and werkzeug",
+        view + ";Schema.load (marshmallow/schema.py:7) 2": "service view and validation",
+        view + ";loads (orjson/orjson.cpython-311-x86_64-linux-gnu.so) 3": "JSON in and out (orjson, json)",
+        view + ";check_array (sklearn/utils/validation.py:5);asarray (numpy/_core/x.py:1) 1": (
+            "scikit-learn input checks and config"
+        ),
+        view + ";ForestClassifier.predict_proba (sklearn/ensemble/_forest.py:9) 5": (
+            "model compute (scikit-learn, joblib, scipy, onnxruntime)"
+        ),
+        worker + ";Logger.access (gunicorn/glogging.py:3);dumps (json/__init__.py:2) 6": (
+            "logging (gunicorn glogging, logging, JSON log formatter)"
+        ),
+        worker + " 7": "gunicorn HTTP and worker",
+    }
+    for line, expected in cases.items():
+        stack, count = frames(line)
+        assert bucket(stack) == expected, line
+        assert count == int(line.rsplit(" ", 1)[1])
+    stack, _ = frames(view + ";unicode_strip (libpython3.11.so.1.0) 1")
+    assert own_function(stack) == "predict (service/api/predict.py)"
+
+
+@pytest.mark.integration
+def test_profile_summarises_a_worker_under_load(demo_store_path: Path) -> None:
+    flags = ["--seconds", "2", "--scenario", "single", "--store", str(demo_store_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.profile", *flags],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("## iris single @8")
+    shares = [
+        float(line.rsplit("|", 2)[1].strip().rstrip("%"))
+        for line in run.stdout.split("Top ")[0].splitlines()
+        if line.startswith("| ") and line.endswith("% |")
+    ]
+    assert shares and abs(sum(shares) - 100) < 1
+    assert "service view and validation" in run.stdout
 
 
 def test_the_threads_model_is_trained_once_and_passes_the_services_checks(tmp_path: Path) -> None:
@@ -96,6 +194,7 @@ def test_threads_that_ran_are_those_whose_cpu_time_grew() -> None:
     assert threads_used(before, after) == [WorkerThreads(4, 2), WorkerThreads(2, 1)]
 
 
+@pytest.mark.integration
 def test_versus_compares_two_checkouts_scenario_by_scenario(demo_store_path: Path) -> None:
     """This checkout against itself, one short round: every scenario measured on both."""
     flags = ["--runs", "1", "--duration", "1", "--warmup", "0", "--store", str(demo_store_path)]
