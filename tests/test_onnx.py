@@ -19,6 +19,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
+from service.config import ConfigError, Settings
 from service.models import ModelStore
 from service.models.onnx_compile import compile_version, parity_rows
 from tests.datasets import PENGUIN_FEATURES, add_penguins, penguins
@@ -298,3 +299,12 @@ def test_gunicorn_serves_compiled_models_with_the_estimators_answers(
     ):
         assert ours.keys() == theirs.keys()
         assert all(abs(ours[label] - theirs[label]) <= 1e-5 for label in ours)
+
+
+def test_service_runtime_setting_takes_three_values_and_names_a_bad_one() -> None:
+    assert Settings.from_env({}).runtime == "auto"
+    assert Settings.from_env({"SERVICE_RUNTIME": " ONNX "}).runtime == "onnx"
+    with pytest.raises(
+        ConfigError, match="SERVICE_RUNTIME='fast' is not valid: must be one of auto, sklearn, onnx"
+    ):
+        Settings.from_env({"SERVICE_RUNTIME": "fast"})
