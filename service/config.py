@@ -139,7 +139,7 @@ class Settings:
     max_batch_rows: int = 5000
 
     # Micro-batching (service.models.batching): concurrent small requests to one
-    # model version share one vectorised model call. A lone request on an idle
+    # model version share one vectorised model call. A request on an idle
     # model never waits; a gathered call holds at most batch_max_rows rows and
     # waits at most batch_max_wait_ms for requests still being validated to join
     # it. A request with more rows than batch_max_rows calls the model alone.

@@ -22,6 +22,8 @@ def test_defaults() -> None:
     assert settings.workers >= 1
     assert settings.max_body_bytes == 4 * 1024 * 1024
     assert settings.models == ()
+    assert (settings.batching, settings.batch_max_rows, settings.batch_max_wait_ms) == (True, 256, 2.0)
+    assert settings.threads == 32  # enough waiting requests for a worker to gather into one model call
 
 
 def test_every_variable_is_read() -> None:
@@ -44,6 +46,9 @@ def test_every_variable_is_read() -> None:
             "SERVICE_MAX_REQUESTS": "0",
             "SERVICE_MAX_REQUESTS_JITTER": "0",
             "SERVICE_LOG_LEVEL": "debug",
+            "SERVICE_BATCHING": "off",
+            "SERVICE_BATCH_MAX_ROWS": "64",
+            "SERVICE_BATCH_MAX_WAIT_MS": "0.5",
         }
     )
     assert settings.model_store == Path("/srv/models")
@@ -57,6 +62,7 @@ def test_every_variable_is_read() -> None:
     assert (settings.timeout, settings.graceful_timeout) == (60, 20)
     assert (settings.max_requests, settings.max_requests_jitter) == (0, 0)
     assert settings.log_level == "DEBUG"
+    assert (settings.batching, settings.batch_max_rows, settings.batch_max_wait_ms) == (False, 64, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,11 @@ def test_every_variable_is_read() -> None:
         ("SERVICE_MODEL_VERSIONS", "iris"),
         ("SERVICE_LOG_LEVEL", "loud"),
         ("SERVICE_MAX_BODY_BYTES", "-1"),
+        ("SERVICE_BATCHING", "sometimes"),
+        ("SERVICE_BATCH_MAX_ROWS", "0"),
+        ("SERVICE_BATCH_MAX_WAIT_MS", "-1"),
+        ("SERVICE_BATCH_MAX_WAIT_MS", "nan"),
+        ("SERVICE_BATCH_MAX_WAIT_MS", "soon"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:

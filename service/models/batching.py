@@ -8,8 +8,8 @@ and works as leader and followers, with no thread of its own (nothing is
 started before Gunicorn forks, and nothing is left to stop):
 
 - a request whose rows are judged valid joins the model's queue; if no call is
-  running, its thread becomes the leader at once: a lone request on an idle
-  model never waits;
+  running, its thread becomes the leader and calls the model at once: a
+  request on an idle model never waits;
 - requests that arrive while a call runs wait in the queue; when the call ends,
   the oldest of them becomes the next leader and takes the queue (up to
   ``max_rows`` rows) into one vectorised call. Before the call it waits, at most
@@ -121,7 +121,8 @@ class Batcher:
         if not leads:
             job.ready.wait()
         if job.leads and job.share is None and job.error is None and not job.retry:
-            self._lead()
+            # Only a call under load (taking over from the last one) waits for company.
+            self._lead(gathering=not leads)
         if job.retry:
             return self._alone(job)
         if job.error is not None:
@@ -129,11 +130,11 @@ class Batcher:
         assert job.share is not None
         return job.share
 
-    def _lead(self) -> None:
+    def _lead(self, *, gathering: bool) -> None:
         """Gather the queue into one call, answer every request in it, pass the lead on."""
         batch: list[_Job] = []
         try:
-            batch = self._gather()
+            batch = self._gather(gathering)
             self._call(batch)
         finally:
             with self._lock:
@@ -148,10 +149,10 @@ class Batcher:
                     job.error = PredictionFailed(self.model.name, self.model.version)
                 job.ready.set()
 
-    def _gather(self) -> list[_Job]:
+    def _gather(self, gathering: bool) -> list[_Job]:
         with self._lock:
             deadline = time.perf_counter() + self.batching.max_wait
-            while self._announced > 0 and self._queued_rows < self.batching.max_rows:
+            while gathering and self._announced > 0 and self._queued_rows < self.batching.max_rows:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or not self._joined.wait(remaining):
                     break
