@@ -29,7 +29,7 @@ from bench.store import load
 from service.models.store import ModelStore
 from tests.servers import REPO_ROOT
 
-RUN_TIMEOUT = 300  # a quick run takes about a minute; this only stops a hung one
+RUN_TIMEOUT = 480  # a quick run takes one to three minutes (compiling included); this only stops a hung one
 QUICK_ROWS = (
     {
         ("iris single @8", contender)
