@@ -47,7 +47,13 @@ SPY_GRACE_SECONDS = 60
 BY_ANY_FRAME = (
     (
         "logging (gunicorn glogging, logging, JSON log formatter)",
-        ("gunicorn/glogging.py", "logging/", "pythonjsonlogger/", "service/logs.py"),
+        (
+            "gunicorn/glogging.py",
+            "logging/",
+            "pythonjsonlogger/",
+            "service/logs.py",
+            "service/access_log.py",  # the access record written from the app
+        ),
     ),
     ("prometheus_client", ("prometheus_client/",)),
     (

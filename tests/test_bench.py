@@ -147,6 +147,8 @@ def test_a_profile_sample_goes_to_the_layer_that_spent_it() -> None:
         worker + ";Logger.access (gunicorn/glogging.py:3);dumps (json/__init__.py:2) 6": (
             "logging (gunicorn glogging, logging, JSON log formatter)"
         ),
+        view
+        + ";_record (service/access_log.py:40) 2": "logging (gunicorn glogging, logging, JSON log formatter)",
         worker + " 7": "gunicorn HTTP and worker",
     }
     for line, expected in cases.items():
