@@ -90,4 +90,5 @@ def check_answers(servers: dict[str, Server], plan: list[Planned], estimators: d
                 notes.append(
                     f"POST {scenario.path}: {label} answers differently from the service ({problem})"
                 )
-    return notes
+    # Scenarios that share a route (iris single rows @1, @8 and @64) find the same faults once each.
+    return list(dict.fromkeys(notes))

@@ -44,11 +44,9 @@ SPY_GRACE_SECONDS = 60
 
 # (bucket, path fragments). The first four take a sample wherever their frames are in its
 # stack: a log record's JSON is the log's cost, a check inside predict_proba is the check's.
+LOGGING = "logging (gunicorn glogging, logging, JSON log formatter)"
 BY_ANY_FRAME = (
-    (
-        "logging (gunicorn glogging, logging, JSON log formatter)",
-        ("gunicorn/glogging.py", "logging/", "pythonjsonlogger/", "service/logs.py"),
-    ),
+    (LOGGING, ("gunicorn/glogging.py", "logging/", "pythonjsonlogger/", "service/logs.py")),
     ("prometheus_client", ("prometheus_client/",)),
     (
         "scikit-learn input checks and config",
@@ -74,6 +72,9 @@ BY_INNERMOST = (
     ("gunicorn HTTP and worker", ("gunicorn/",)),
 )
 OTHER = "other"
+# The access record written from the app wraps the whole request: its own time (its
+# JSON included) is the log's, but what runs inside it (the app) is not.
+APP_LOGGING = "service/access_log.py"
 # Interpreter and C library frames: an "own" sample goes to the function they run for.
 INTERPRETER = ("libpython", "libc.so", "libm.so", "ld-linux", "libpthread", "<frozen ", "<string>")
 
@@ -98,16 +99,24 @@ def _file(frame: str) -> str:
     return frame.rpartition(" (")[2]
 
 
-def bucket(stack: list[str]) -> str:
-    files = [_file(frame) for frame in stack]
-    for name, fragments in BY_ANY_FRAME:
-        if any(fragment in file for file in files for fragment in fragments):
-            return name
+def _innermost(files: list[str]) -> tuple[str, str] | None:
+    """(bucket, file) of the innermost frame that is the service's, Flask's or Gunicorn's."""
     for file in reversed(files):
         for name, fragments in BY_INNERMOST:
             if any(fragment in file for fragment in fragments):
-                return name
-    return OTHER
+                return name, file
+    return None
+
+
+def bucket(stack: list[str]) -> str:
+    files = [_file(frame) for frame in stack]
+    innermost = _innermost(files)
+    if innermost is not None and APP_LOGGING in innermost[1]:
+        return LOGGING
+    for name, fragments in BY_ANY_FRAME:
+        if any(fragment in file for file in files for fragment in fragments):
+            return name
+    return OTHER if innermost is None else innermost[0]
 
 
 def own_function(stack: list[str]) -> str:
