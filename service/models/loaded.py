@@ -112,21 +112,17 @@ class LoadedModel:
             and hasattr(self.estimator, "predict_proba")
         )
         self._has_scores = task == "outlier_detection"
-        # Only a one-output classifier's labels are taken from here (a multi-output one has a list).
-        classes = getattr(self.estimator, "classes_", ()) if self._has_probabilities else ()
-        self._classes = np.asarray(classes)
+        # A one-output classifier's fitted labels (a multi-output one has a list): the label of
+        # the most probable class, and a compiled model's labels back with their types.
+        one_output_classifier = task == "classification" and self.manifest.targets is None
+        self._classes = np.asarray(getattr(self.estimator, "classes_", ()) if one_output_classifier else ())
+        self._class_index = {label: index for index, label in enumerate(self._classes.tolist())}
         last = final_step(self.estimator)
         self._one_pass = (self._has_probabilities and isinstance(last, _LABEL_IS_ARGMAX)) or (
             self._has_scores and isinstance(last, _LABEL_IS_SIGN)
         )
         # Label types per target, for chains that predict labels as floats (ClassifierChain).
         self._label_dtype = _label_dtype(self.estimator) if task == "classification" else None
-        # A compiled classifier's labels, back to the fitted ones (with their types).
-        one_output_classifier = task == "classification" and self.manifest.targets is None
-        self._fitted_classes = np.asarray(
-            getattr(self.estimator, "classes_", ()) if one_output_classifier else ()
-        )
-        self._class_index = {label: index for index, label in enumerate(self._fitted_classes.tolist())}
 
     @property
     def name(self) -> str:
@@ -214,7 +210,7 @@ class LoadedModel:
         values = np.asarray(outputs[0])
         if self.manifest.task == "classification":
             labels = values.reshape(-1).tolist()
-            values = self._fitted_classes.take([self._class_index[label] for label in labels])
+            values = self._classes.take([self._class_index[label] for label in labels])
         return values, probabilities, scores
 
     def _checked(
