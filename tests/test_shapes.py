@@ -194,7 +194,8 @@ def test_the_compact_answer_holds_the_default_answers_values(
     default = ok(client.post(path, json=rows))
     compact = ok(client.post(f"{path}?format=compact", json=rows))
     with shapes_app.app_context():
-        compact_schema(state().registry.get(name))().load(compact)
+        model = state().registry.get(name)
+        compact_schema(model, prediction_schemas(model)[1])().load(compact)
     assert (compact["model"], compact["model_version"]) == (default["model"], default["model_version"])
     if SHAPES[name].target_names:
         assert compact["targets"] == SHAPES[name].target_names

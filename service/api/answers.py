@@ -207,12 +207,14 @@ def prediction_schemas(model: LoadedModel) -> tuple[type[Schema], type[Schema]]:
     )
 
 
-def compact_schema(model: LoadedModel) -> type[Schema]:
-    """The several-rows answer with ``format=compact``: names once, numbers as lists in their order."""
-    _, many = prediction_schemas(model)
+def compact_schema(model: LoadedModel, many: type[Schema]) -> type[Schema]:
+    """The several-rows answer with ``format=compact``: names once, numbers as lists in their order.
+
+    ``many``: the model's default several-rows answer (``prediction_schemas``), whose
+    other fields (errors, errors_omitted, warnings, scores) it shares."""
     manifest = model.manifest
-    # errors, errors_omitted and warnings as in the default answer.
-    declared = {name: field for name, field in many().fields.items() if name not in _PER_ROW_FIELDS}
+    shared = many().fields
+    declared = {name: field for name, field in shared.items() if name not in _PER_ROW_FIELDS}
     if manifest.targets:
         declared["targets"] = fields.List(
             fields.String(),
@@ -239,7 +241,7 @@ def compact_schema(model: LoadedModel) -> type[Schema]:
             fields.List(fields.Float(validate=validate.Range(0, 1)), allow_none=True), required=True
         )
     if model.has_scores:
-        declared["scores"] = many().fields["scores"]
+        declared["scores"] = shared["scores"]
     return Schema.from_dict(declared, name=f"{model.name}.CompactPredictions")
 
 

@@ -275,7 +275,7 @@ class _ModelParts:
         single, many = prediction_schemas(model)
         spec.components.schema(f"{name}.Prediction", schema=single)
         spec.components.schema(f"{name}.Predictions", schema=many)
-        spec.components.schema(f"{name}.CompactPredictions", schema=compact_schema(model))
+        spec.components.schema(f"{name}.CompactPredictions", schema=compact_schema(model, many))
 
         example = model.manifest.example_row()
         in_order = [example[feature] for feature in feature_names]
