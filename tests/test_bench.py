@@ -50,6 +50,20 @@ QUICK_GOALS = (
 )
 
 
+def run_bench(module: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE FLAGS`` from the repository, finished with exit status 0."""
+    run = subprocess.run(
+        [sys.executable, "-m", module, *flags],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run
+
+
 def section_rows(report: str, title: str) -> list[list[str]]:
     """The table rows of one section of the report, cells stripped, the header left out."""
     section = report.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
@@ -168,15 +182,7 @@ def test_a_profile_sample_goes_to_the_layer_that_spent_it() -> None:
 @pytest.mark.integration
 def test_profile_summarises_a_worker_under_load(demo_store_path: Path) -> None:
     flags = ["--seconds", "2", "--scenario", "single", "--store", str(demo_store_path)]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.profile", *flags],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = run_bench("bench.profile", *flags)
     assert run.stdout.startswith("## iris single @8")
     shares = [
         float(line.rsplit("|", 2)[1].strip().rstrip("%"))
@@ -206,15 +212,7 @@ def test_threads_that_ran_are_those_whose_cpu_time_grew() -> None:
 def test_versus_compares_two_checkouts_scenario_by_scenario(demo_store_path: Path) -> None:
     """This checkout against itself, one short round: every scenario measured on both."""
     flags = ["--runs", "1", "--duration", "1", "--warmup", "0", "--store", str(demo_store_path)]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.versus", "--repo", str(REPO_ROOT), *flags],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = run_bench("bench.versus", "--repo", str(REPO_ROOT), *flags)
     rows = {line.split("|")[1].strip(): line for line in run.stdout.splitlines() if " @" in line}
     assert sorted(rows) == sorted(
         f"{model} {kind} @{connections}"
