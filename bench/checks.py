@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from bench.bodies import first_body
-from bench.plan import ONNX, SERVICE, Planned
+from bench.plan import ONNX, ONNX_COMPACT, SERVICE, Planned
 from bench.procs import Server
 from bench.store import probability_keys
 from local_gunicorn import request
@@ -84,7 +84,7 @@ def check_answers(servers: dict[str, Server], plan: list[Planned], estimators: d
         if SERVICE not in answers:
             continue
         for label, answer in answers.items():
-            tolerance = ONNX_CLOSE if label == ONNX else CLOSE
+            tolerance = ONNX_CLOSE if label in (ONNX, ONNX_COMPACT) else CLOSE
             problem = difference(answers[SERVICE], answer, tolerance)
             if problem:
                 notes.append(

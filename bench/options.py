@@ -88,8 +88,8 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
         (
             "Service variants",
             "service compact: the same server, batch routes with ?format=compact; service batching off: "
-            "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx, serving breast_cancer only, "
-            "compiled by `flask --app wsgi models compile`",
+            "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx, the models compiled by "
+            "`flask --app wsgi models compile` (service onnx compact: its batch routes with ?format=compact)",
         ),
         (
             "tutorial",
@@ -100,6 +100,11 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
             "bare arrays",
             f"bench.bare_app (orjson, one predict_proba, arrays out): gthread, {args.workers} workers x "
             f"{args.threads} threads, preload, keep-alive 5 s (bench/gunicorn_baseline.conf.py)",
+        ),
+        (
+            "flask arrays",
+            "bench.flask_arrays_app: the bare app's work in one Flask view, nothing else; the bare app's "
+            "server settings",
         ),
         ("Baselines' native pools", f"OMP/OPENBLAS/MKL_NUM_THREADS={threads_env}"),
         (

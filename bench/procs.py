@@ -25,6 +25,7 @@ from local_gunicorn import REPO_ROOT, clean_env, free_port, stat_fields, status_
 BASELINE_CONF = REPO_ROOT / "bench" / "gunicorn_baseline.conf.py"
 UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
 BARE_APP = "bench.bare_app:app"
+FLASK_ARRAYS_APP = "bench.flask_arrays_app:app"
 TUTORIAL_APP = "bench.tutorial_app:app"
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -160,9 +161,17 @@ def _baseline_env(store: Path, model_threads: int) -> dict[str, str]:
 
 
 def start_bare(
-    name: str, store: Path, log_dir: Path, *, workers: int, threads: int, model_threads: int
+    name: str,
+    store: Path,
+    log_dir: Path,
+    *,
+    workers: int,
+    threads: int,
+    model_threads: int,
+    app: str = BARE_APP,
 ) -> Server:
-    """The bare app under the service's transport settings (gthread, keep-alive): only the app differs."""
+    """The bare app (or ``app``) under the service's transport settings (gthread, keep-alive):
+    only the app differs."""
     port = free_port()
     argv = [
         sys.executable,
@@ -179,7 +188,7 @@ def start_bare(
         "--preload",
         "--bind",
         f"127.0.0.1:{port}",
-        BARE_APP,
+        app,
     ]
     return Server.start(
         name, argv, _baseline_env(store, model_threads), log_dir, port=port, merge_output=True
@@ -246,6 +255,16 @@ def start(
     if name.startswith("bare"):
         return start_bare(
             name, args.store, logs, workers=workers, threads=args.threads, model_threads=args.model_threads
+        )
+    if name.startswith("flask-arrays"):
+        return start_bare(
+            name,
+            args.store,
+            logs,
+            workers=workers,
+            threads=args.threads,
+            model_threads=args.model_threads,
+            app=FLASK_ARRAYS_APP,
         )
     raise ValueError(f"no server is called {name!r}")
 

@@ -28,7 +28,7 @@ from bench.mlp import NAME as MLP_NAME
 from bench.mlp import ensure_mlp
 from bench.model_alone import time_model
 from bench.options import parse_args, settings_lines
-from bench.plan import ONNX_MODEL, Planned, build_plan, servers_of
+from bench.plan import Planned, build_plan, servers_of
 from bench.procs import Server, ready, start
 from bench.report import Report, render
 from bench.store import MODELS, compile_onnx, copy_models, load
@@ -82,8 +82,8 @@ def prepare_store(
     say("compiling the models to ONNX (flask --app wsgi models compile)")
     failed = compile_onnx(args.store)
     notes = [f"{name} not compiled to ONNX: {why}" for name, why in failed.items()]
-    if ONNX_MODEL in failed:
-        return {ONNX_SERVER: f"{ONNX_MODEL} not compiled to ONNX"}, notes
+    if failed:
+        return {ONNX_SERVER: f"{', '.join(failed)} not compiled to ONNX"}, notes
     return {}, notes
 
 

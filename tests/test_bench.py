@@ -37,7 +37,14 @@ QUICK_ROWS = (
     }
     | {
         ("iris batch 1000 @1", contender)
-        for contender in ("service", "service compact", "tutorial", "bare arrays")
+        for contender in (
+            "service",
+            "service compact",
+            "tutorial",
+            "bare arrays",
+            "flask arrays",
+            "service onnx compact",
+        )
     }
     | {("breast_cancer single @1", "service"), ("breast_cancer single @1", "service onnx")}
 )

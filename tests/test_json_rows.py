@@ -8,14 +8,17 @@ the same errors for the same rows and fields.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import numpy as np
 import pytest
+from flask import Flask, request
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from service.api.body import read_json
 from service.errors import InvalidInput
 from service.models import json_rows
 from service.models.json_rows import JsonRows, check_rows, exact_row
@@ -232,3 +235,58 @@ def test_only_the_bad_rows_are_named() -> None:
         "1": {"a": ["Must be greater than or equal to -1.5 and less than or equal to 2.5."]},
         "2": {"b": ["Must be greater than or equal to 0.0."]},
     }
+
+
+def read_body(text: str) -> Any:
+    """The body reader's verdict on ``text`` sent as a JSON request."""
+    with Flask(__name__).test_request_context(data=text.encode(), content_type="application/json"):
+        return read_json(request)
+
+
+def leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in leaves(item)]
+    return [value]
+
+
+@PROPERTY
+@given(batch=batches())
+@example(batch=("floats", [[1.0, [2.0]], [0.5, 1.0]]))
+@example(batch=("floats", [[[1.0], [2.0]], [[0.5], [1.0]]]))
+@example(batch=("floats", [[1.0, {"a": 1}]]))
+@example(batch=("numbers", [[1.0, 3, 2**53 + 1, 7]]))
+def test_a_body_of_numbers_only_gets_the_same_verdict(batch: tuple[str, list[Any]]) -> None:
+    """The body's text may show that its values are all numbers, so that no row's values are
+    type-checked one by one: the verdict must be the same as with the check."""
+    name, rows = batch
+    rules = VALIDATORS[name].rules
+    body = read_body(json.dumps({"instances": rows}))
+    if body.numbers_only:
+        assert all(type(leaf) in (int, float) for leaf in leaves(body.document))
+    rows = body.document["instances"]
+    told = JsonRows(rows, numbers_only=body.numbers_only).check(rules, strict=False)
+    checked = check_rows(rules, rows, strict=False)
+    assert told.valid.tolist() == checked.valid.tolist()
+    assert told.errors == checked.errors
+    if checked.matrix is not None:
+        assert told.matrix is not None and told.matrix.dtype == checked.matrix.dtype
+        assert told.matrix.tolist() == checked.matrix.tolist()
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers_only"),
+    [
+        ('{"instances": [[1.5, 2], [3e2, -4]]}', True),
+        ('{"instances": [{"a": 1.5, "b": 2}]}', True),
+        ('{"instances": [[1.5, "2"]]}', False),
+        ('{"instances": [[1.5, true]]}', False),
+        ('{"instances": [[1.5, null]]}', False),
+        ('{"instances": [{"a": 1.5, "b\\"": 2}]}', False),
+        ('{"inst:ances": [[1.5, 2]]}', False),
+        ('{"instances": [[NaN, 2]]}', False),
+    ],
+)
+def test_the_body_text_shows_numbers_only_when_it_holds_nothing_else(text: str, numbers_only: bool) -> None:
+    assert read_body(text).numbers_only is numbers_only

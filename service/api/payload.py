@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from service.api.body import JsonBody
 from service.errors import InvalidInput, TooManyRows
 from service.models.json_rows import JsonRows
 
@@ -85,10 +86,11 @@ _ROW_LIST = RowListRequest()
 
 
 def rows_from_body(
-    body: Any, feature_names: tuple[str, ...], *, batch_route: bool, max_rows: int
+    read: JsonBody, feature_names: tuple[str, ...], *, batch_route: bool, max_rows: int
 ) -> JsonRows:
     """Recognise the body's shape: its rows for the prediction core, and whether the answer
     is a list; raises ``InvalidInput`` or ``TooManyRows``."""
+    body, numbers_only = read.document, read.numbers_only
     if isinstance(body, list):
         if not batch_route:
             raise InvalidInput(
@@ -97,7 +99,7 @@ def rows_from_body(
                 {"_body": ["Must be a JSON object."]},
             )
         rows = _load(_ROW_LIST, {"rows": body}, "rows")["rows"]
-        return _bounded(JsonRows(rows, many=True), max_rows)
+        return _bounded(JsonRows(rows, many=True, numbers_only=numbers_only), max_rows)
     if not isinstance(body, dict):
         raise InvalidInput(
             "The body must be a JSON object (or, on batch routes, a list of rows).",
@@ -106,12 +108,16 @@ def rows_from_body(
     # A model may itself have a feature called "features" or "instances"; then
     # the body is a flat row and the model's schema judges it.
     if "instances" in body and "instances" not in feature_names:
-        rows = _load(_INSTANCES, body, "instances")["instances"]
-        return _bounded(JsonRows(rows, many=True), max_rows)
+        rows = body["instances"]
+        if len(body) > 1 or not isinstance(rows, list) or not rows:  # else the schema's verdict is plain
+            rows = _load(_INSTANCES, body, "instances")["instances"]
+        return _bounded(JsonRows(rows, many=True, numbers_only=numbers_only), max_rows)
     if "features" in body and "features" not in feature_names:
-        row = _load(_FEATURES, body, "features")["features"]
-        return JsonRows([row], many=batch_route)
-    return JsonRows([body], many=batch_route)
+        row = body["features"]
+        if len(body) > 1 or not isinstance(row, (dict, list)):
+            row = _load(_FEATURES, body, "features")["features"]
+        return JsonRows([row], many=batch_route, numbers_only=numbers_only)
+    return JsonRows([body], many=batch_route, numbers_only=numbers_only)
 
 
 def _load(schema: Schema, body: Any, shape: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import repeat
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -125,7 +126,7 @@ def _runtime_header(response: Response) -> Response:
 
 
 # The single-row route's query: it takes no parameters.
-_SINGLE_QUERY = {"on_error": "fail", "format": "objects"}
+_SINGLE_QUERY = MappingProxyType({"on_error": "fail", "format": "objects"})
 
 # The answer's lists that hold one entry per row.
 _PER_ROW = ("predictions", "probabilities", "scores")

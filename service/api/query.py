@@ -12,6 +12,8 @@ twice, is refused with a problem naming it, as a bad body field would be.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from flask import Request
@@ -89,8 +91,27 @@ def on_error(request: Request, *, csv: bool) -> str:
     return parsed_query(request, csv=csv)["on_error"]
 
 
-def parsed_query(request: Request, *, csv: bool) -> dict[str, Any]:
-    """The request's query parameters, defaults filled in; raises ``InvalidInput`` naming a bad one."""
+def parsed_query(request: Request, *, csv: bool) -> Mapping[str, Any]:
+    """The request's query parameters, defaults filled in; raises ``InvalidInput`` naming a bad one.
+
+    Clients send the same few query strings again and again: each one's verdict
+    is kept (a bad one is judged again each time, and few are kept).
+    """
+    key = (request.query_string, csv)
+    found = _KNOWN.get(key)
+    if found is None:
+        found = _parse(request, csv=csv)
+        if len(_KNOWN) >= _KNOWN_MAX:
+            _KNOWN.clear()
+        _KNOWN[key] = found
+    return found
+
+
+_KNOWN: dict[tuple[bytes, bool], Mapping[str, Any]] = {}
+_KNOWN_MAX = 64
+
+
+def _parse(request: Request, *, csv: bool) -> Mapping[str, Any]:
     repeated = {
         name: ["Give this parameter once."] for name, values in request.args.lists() if len(values) > 1
     }
@@ -102,4 +123,4 @@ def parsed_query(request: Request, *, csv: bool) -> dict[str, Any]:
         raise InvalidInput(
             "The query string is invalid; see 'errors' for each parameter.", error.normalized_messages()
         ) from None
-    return loaded
+    return MappingProxyType(loaded)  # shared by the requests that send the same string

@@ -188,6 +188,9 @@ class Batcher:
             seconds = time.perf_counter() - started
             if self._on_batch is not None:
                 self._on_batch(self.model, len(matrix), len(batch))
+        if len(batch) == 1:  # a call of its own: the whole prediction is its share
+            batch[0].share = Share(prediction, seconds, started - batch[0].arrived)
+            return
         start = 0
         for job in batch:
             stop = start + len(job.matrix)

@@ -34,16 +34,19 @@ class JsonRows:
 
     ``many``: the request sent several rows (or asked for a list answer), so
     errors are keyed by row index; one row's errors are keyed by field.
+    ``numbers_only``: the body they came from holds no value but numbers (see
+    ``service.api.body.JsonBody``), so their values need no type check.
     """
 
     rows: Sequence[Any]
     many: bool = True
+    numbers_only: bool = False
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def check(self, rules: RuleSet, *, strict: bool = True) -> Checked:
-        return check_rows(rules, self.rows, strict=strict)
+        return check_rows(rules, self.rows, strict=strict, numbers_only=self.numbers_only)
 
     def refuse(self, errors: RowErrors) -> InvalidInput:
         if not self.many:
@@ -57,9 +60,12 @@ class JsonRows:
         )
 
 
-def check_rows(rules: RuleSet, rows: Sequence[Any], *, strict: bool = True) -> Checked:
-    """Judge ``rows``; with ``strict``, a batch with errors gets no matrix (nothing is predicted)."""
-    doubtful = _vectorised(rules, rows)
+def check_rows(
+    rules: RuleSet, rows: Sequence[Any], *, strict: bool = True, numbers_only: bool = False
+) -> Checked:
+    """Judge ``rows``; with ``strict``, a batch with errors gets no matrix (nothing is predicted).
+    ``numbers_only``: every value in them is known to be a number, an array or an object."""
+    doubtful = _vectorised(rules, rows, numbers_only)
     if isinstance(doubtful, np.ndarray):
         return Checked.all_valid(doubtful)
     indexes = range(len(rows)) if doubtful is None else doubtful
@@ -112,13 +118,13 @@ def exact_row(rules: RuleSet, row: Any) -> tuple[list[Any], dict[str, list[str]]
 # --- The vectorised way -------------------------------------------------------------
 
 
-def _vectorised(rules: RuleSet, rows: Sequence[Any]) -> np.ndarray | list[int] | None:
+def _vectorised(rules: RuleSet, rows: Sequence[Any], numbers_only: bool) -> np.ndarray | list[int] | None:
     """The matrix when every row passes; else the rows that may not (a list); None: ask the exact rules."""
     table = _table(rules, rows)
     if table is None:
         return None
     if rules.numeric_only:
-        return _numbers(rules, table)
+        return _numbers(rules, table, numbers_only)
     return _columns(rules, table)
 
 
@@ -138,13 +144,18 @@ def _table(rules: RuleSet, rows: Sequence[Any]) -> list[Any] | None:
     return None
 
 
-def _numbers(rules: RuleSet, table: list[Any]) -> np.ndarray | list[int] | None:
-    kinds = set(map(type, chain.from_iterable(table)))
+def _numbers(rules: RuleSet, table: list[Any], numbers_only: bool) -> np.ndarray | list[int] | None:
+    # Without a type check, ints are assumed to be among the numbers (see ``exact_below``).
+    kinds = _NUMBERS if numbers_only else set(map(type, chain.from_iterable(table)))
     if not kinds <= _NUMBERS_OR_NULL:
         return None
     try:
         values = np.array(table, dtype=np.float64)  # null becomes NaN: JSON has no NaN of its own
     except OverflowError:  # an integer no float can hold: the exact rules word it
+        return None
+    except (ValueError, TypeError):  # a value that is an array or an object (numbers_only)
+        return None
+    if values.ndim != 2:  # values that are arrays of one length (numbers_only)
         return None
     missing = np.isnan(values) if type(None) in kinds else None
     passes = rules.numbers_pass(values, exact_below=int in kinds, missing=missing).all(axis=1)
