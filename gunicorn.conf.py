@@ -74,8 +74,11 @@ backlog = 2048
 # than 2. A waiting thread costs next to nothing (blocked, outside the GIL; its
 # stack is reserved address space, of which it touches a few pages), and the
 # threads also keep slow clients and keep-alive connections from idling a core.
+# The worker is Gunicorn's gthread worker with a pool that hands each request to
+# the thread that became idle last (service/workers.py): with few requests in
+# flight, the same few threads stay warm in the CPU's caches.
 workers = settings.workers
-worker_class = "gthread"
+worker_class = "service.workers.ThreadWorker"
 threads = settings.threads
 keepalive = 5
 

@@ -1,0 +1,126 @@
+"""Gunicorn's threaded worker, with a thread pool that keeps the threads it uses warm.
+
+A worker runs dozens of threads so that it can hold the requests waiting for a
+gathered model call (see gunicorn.conf.py), but only a few run at once: as many
+as there are requests in flight. ``concurrent.futures.ThreadPoolExecutor``
+hands each job to whichever idle thread has waited longest, so a worker with 32
+threads and 4 requests in flight cycles through all 32, and each request runs on
+a thread whose stack and interpreter state have left the CPU's caches. Measured
+on iris single rows at 8 connections, that cost about a tenth of the CPU time
+per request against a pool of 4 threads.
+
+``WarmThreadPool`` gives each job to the thread that became idle most recently
+(idle threads form a stack), so a worker with few requests in flight keeps
+using the same few threads, and the others wait, untouched, for a burst.
+``ThreadWorker`` is Gunicorn's gthread worker with this pool, through the
+method Gunicorn provides for it (``get_thread_pool``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
+
+_Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _Idle:
+    """An idle thread's place on the stack: its next job is put here, and it is woken."""
+
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held until a job (or None: stop) is handed over
+        self.job: _Job | None = None
+
+
+class WarmThreadPool(Executor):
+    """At most ``max_workers`` threads, started as jobs need them; each job goes to the most
+    recently idle thread, or waits in order when every thread is busy."""
+
+    def __init__(self, max_workers: int) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self._lock = threading.Lock()
+        self._idle: list[_Idle] = []  # a stack: the last to become idle is the first to work
+        self._waiting: deque[_Job] = deque()  # jobs for when a thread is free
+        self._threads: list[threading.Thread] = []
+        self._shut_down = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        job: _Job = (future, fn, args, kwargs)
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError("cannot schedule new jobs after shutdown")
+            if self._idle:
+                idle = self._idle.pop()
+                idle.job = job
+                idle.wake.release()
+            elif len(self._threads) < self.max_workers:
+                # Daemonic, as the worker process decides itself how long it waits for
+                # requests in flight (its graceful timeout) before it exits.
+                thread = threading.Thread(target=self._work, args=(job,), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._waiting.append(job)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the idle threads; busy ones stop after the jobs still waiting (unless cancelled)."""
+        with self._lock:
+            self._shut_down = True
+            if cancel_futures:
+                while self._waiting:
+                    self._waiting.popleft()[0].cancel()
+            for idle in self._idle:
+                idle.job = None
+                idle.wake.release()
+            self._idle.clear()
+            threads = list(self._threads)
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+    def _work(self, job: _Job | None) -> None:
+        idle = _Idle()
+        while job is not None:
+            _run(job)
+            job = None
+            with self._lock:
+                if self._waiting:
+                    job = self._waiting.popleft()
+                    continue
+                if self._shut_down:
+                    return
+                self._idle.append(idle)
+            idle.wake.acquire()
+            job, idle.job = idle.job, None
+
+
+def _run(job: _Job) -> None:
+    future, fn, args, kwargs = job
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as error:  # handed to the future, as ThreadPoolExecutor does
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class ThreadWorker(GthreadWorker):
+    """Gunicorn's gthread worker, its requests run by a ``WarmThreadPool``."""
+
+    def get_thread_pool(self) -> Executor:
+        return WarmThreadPool(self.cfg.threads)

@@ -1,0 +1,96 @@
+"""The worker's thread pool: runs every job once, hands each to the most recently idle thread."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import wait
+
+import pytest
+
+from service.workers import WarmThreadPool
+
+TIMEOUT = 10
+
+
+def test_jobs_give_their_results_and_exceptions_to_their_futures() -> None:
+    pool = WarmThreadPool(2)
+    done = pool.submit(lambda a, b=0: a + b, 2, b=3)
+    failed = pool.submit(lambda: 1 / 0)
+    assert done.result(TIMEOUT) == 5
+    with pytest.raises(ZeroDivisionError):
+        failed.result(TIMEOUT)
+    pool.shutdown()
+
+
+def test_a_job_after_another_runs_on_the_thread_that_became_idle_last() -> None:
+    pool = WarmThreadPool(4)
+    # Two jobs at once start two threads; the one released second becomes idle last.
+    first_started, second_started = threading.Event(), threading.Event()
+    release_first, release_second = threading.Event(), threading.Event()
+
+    def hold(started: threading.Event, release: threading.Event) -> int:
+        started.set()
+        release.wait(TIMEOUT)
+        return threading.get_ident()
+
+    first = pool.submit(hold, first_started, release_first)
+    second = pool.submit(hold, second_started, release_second)
+    assert first_started.wait(TIMEOUT) and second_started.wait(TIMEOUT)
+    release_first.set()
+    first_thread = first.result(TIMEOUT)
+    release_second.set()
+    second_thread = second.result(TIMEOUT)
+    assert first_thread != second_thread
+    # Wait until the second thread is on the idle stack (it pushes itself after its job).
+    for _ in range(1000):
+        if len(pool._idle) == 2:
+            break
+        threading.Event().wait(0.01)
+    later = [pool.submit(threading.get_ident).result(TIMEOUT) for _ in range(5)]
+    assert later == [second_thread] * 5
+    pool.shutdown()
+
+
+def test_jobs_beyond_the_threads_wait_and_all_run() -> None:
+    pool = WarmThreadPool(2)
+    gate = threading.Event()
+    running = []
+    lock = threading.Lock()
+
+    def job(index: int) -> int:
+        with lock:
+            running.append(index)
+        gate.wait(TIMEOUT)
+        return index
+
+    futures = [pool.submit(job, index) for index in range(6)]
+    assert len(pool._threads) == 2  # no more threads than allowed
+    gate.set()
+    assert [future.result(TIMEOUT) for future in futures] == list(range(6))
+    assert sorted(running) == list(range(6))
+    pool.shutdown()
+
+
+def test_shutdown_finishes_the_waiting_jobs_then_refuses_new_ones() -> None:
+    pool = WarmThreadPool(1)
+    gate = threading.Event()
+    busy = pool.submit(gate.wait, TIMEOUT)
+    queued = pool.submit(lambda: "ran")
+    threading.Timer(0.2, gate.set).start()
+    pool.shutdown(wait=True)
+    assert busy.done() and queued.result(0) == "ran"
+    assert not any(thread.is_alive() for thread in pool._threads)
+    with pytest.raises(RuntimeError):
+        pool.submit(lambda: None)
+
+
+def test_shutdown_may_cancel_the_waiting_jobs() -> None:
+    pool = WarmThreadPool(1)
+    gate = threading.Event()
+    busy = pool.submit(gate.wait, TIMEOUT)
+    queued = pool.submit(lambda: "ran")
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    wait([busy], TIMEOUT)
+    assert busy.result(0) is True
+    assert queued.cancelled()
