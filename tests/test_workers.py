@@ -1,13 +1,19 @@
-"""The worker's thread pool: runs every job once, hands each to the most recently idle thread."""
+"""The worker: its pool runs every job once, on the most recently idle thread; a thread stays with a
+keep-alive client only while no other connection waits."""
 
 from __future__ import annotations
 
+import json
 import threading
-from concurrent.futures import wait
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from http.client import HTTPConnection
+from pathlib import Path
 
 import pytest
 
 from service.workers import WarmThreadPool
+from tests.servers import JSON, REQUEST_TIMEOUT, http, running_server
 
 TIMEOUT = 10
 
@@ -94,3 +100,49 @@ def test_shutdown_may_cancel_the_waiting_jobs() -> None:
     wait([busy], TIMEOUT)
     assert busy.result(0) is True
     assert queued.cancelled()
+
+
+# --- In the real server ------------------------------------------------------------
+
+IRIS_ROW = json.dumps({"features": [5.1, 3.5, 1.4, 0.2]})
+
+
+@pytest.mark.integration
+def test_a_client_that_keeps_sending_never_keeps_another_waiting(
+    demo_store_path: Path, tmp_path: Path
+) -> None:
+    """One worker, one thread: a keep-alive client sending request after request is served on
+    its thread, until another connection needs that thread; then both are served."""
+    with running_server(demo_store_path, tmp_path, SERVICE_WORKERS="1", SERVICE_THREADS="1") as server:
+        other_done = threading.Event()
+        answered: list[int] = []
+
+        def keep_sending() -> None:
+            connection = HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+            deadline = time.monotonic() + 20
+            try:
+                while not other_done.is_set() and time.monotonic() < deadline:
+                    connection.request("POST", "/v1/models/iris/predict", IRIS_ROW, {"Content-Type": JSON})
+                    response = connection.getresponse()
+                    body = json.loads(response.read())
+                    assert response.status == 200 and body["prediction"] == "setosa", body
+                    answered.append(response.status)
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(1) as pool:
+            sender = pool.submit(keep_sending)
+            for _ in range(500):
+                if len(answered) >= 20 or sender.done():
+                    break
+                time.sleep(0.01)
+            assert len(answered) >= 20, sender.result()
+            started = time.monotonic()
+            other = http("GET", server.url("/health"))
+            waited = time.monotonic() - started
+            before = len(answered)
+            other_done.set()
+            sender.result(timeout=REQUEST_TIMEOUT)
+        assert other.status_code == 200
+        assert waited < 5, f"the other connection waited {waited:.1f} s"
+        assert before >= 20
