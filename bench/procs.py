@@ -252,11 +252,7 @@ def start(
         )
     if name.startswith("tutorial"):
         return start_tutorial(name, args.store, logs, workers=workers, model_threads=args.model_threads)
-    if name.startswith("bare"):
-        return start_bare(
-            name, args.store, logs, workers=workers, threads=args.threads, model_threads=args.model_threads
-        )
-    if name.startswith("flask-arrays"):
+    if name.startswith(("bare", "flask-arrays")):
         return start_bare(
             name,
             args.store,
@@ -264,7 +260,7 @@ def start(
             workers=workers,
             threads=args.threads,
             model_threads=args.model_threads,
-            app=FLASK_ARRAYS_APP,
+            app=FLASK_ARRAYS_APP if name.startswith("flask-arrays") else BARE_APP,
         )
     raise ValueError(f"no server is called {name!r}")
 
