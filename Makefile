@@ -7,7 +7,7 @@ export SERVICE_MODEL_STORE ?= model_store
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test train lint verify screenshots bench browser-deps bench-deps ci-deps clean
+.PHONY: help serve test train lint verify screenshots bench browser-deps bench-deps redis-deps ci-deps clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,7 +50,10 @@ browser-deps: ## Install Debian's headless Chromium for the browser tests (no br
 bench-deps: ## Install Debian's wrk, the load generator the benchmark drives
 	@command -v wrk >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
 
-ci-deps: browser-deps bench-deps ## Install the system packages the tests need
+redis-deps: ## Install Debian's redis-server, which the rate limit tests start on a free port
+	@command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+
+ci-deps: browser-deps bench-deps redis-deps ## Install the system packages the tests need
 	@$(PYTHON) -c 'import venv, ensurepip' || (apt-get update && apt-get install -y python3-venv)
 
 clean: ## Remove the virtual environment and caches

@@ -143,7 +143,7 @@ def rss(pid: int) -> int:
 # --- A server ---------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: have the kernel SIGTERM it if its parent dies without
     stopping it (SIGKILL, a crash), so that no server outlives the tests or the benchmark.
     The signal comes when the parent *thread* ends: servers are started from the main thread."""
@@ -210,7 +210,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         return cls(name, proc, port, stdout_path, stderr_path)
 

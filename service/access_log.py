@@ -77,6 +77,8 @@ def _record(environ: dict[str, Any], answered: list[Any], duration: float) -> by
             "model": environ.get("service.model"),
             "version": environ.get("service.model_version"),
             "remote_addr": environ.get("REMOTE_ADDR"),
+            # The API client's name (never its key), when keys are on (service.api.auth).
+            "client": environ.get("service.client"),
             "timestamp": datetime.now(UTC).isoformat(),
         },
         option=orjson.OPT_APPEND_NEWLINE,

@@ -11,10 +11,12 @@ from flask.wrappers import Response
 from service import cli, pages
 from service.access_log import AccessLog
 from service.api import (
+    auth,
     csv_predict,
     docs,
     health,
     json_provider,
+    limits,
     metadata,
     metrics,
     predict,
@@ -24,6 +26,7 @@ from service.api import (
 )
 from service.audit import PredictionAuditLog
 from service.config import Settings
+from service.keyring import KeyRing
 from service.models import ModelStore, load_registry
 from service.models.batching import Batching
 from service.models.core import PredictionCore
@@ -93,6 +96,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     )
 
     problems.init_app(app)
+    if settings.api_keys_file is not None:
+        auth.init_app(
+            app,
+            KeyRing(settings.api_keys_file),
+            default_model=settings.default_model,
+            protect_metrics=settings.protect_metrics,
+            protect_docs=settings.protect_docs,
+        )
     app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metadata.bp)
@@ -101,6 +112,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(docs.bp)
     if settings.demo:
         app.register_blueprint(pages.bp)
+    # After the key check: limits are counted for the client it found.
+    limits.init_app(app, settings, on_storage_error=recorded.rate_limit_storage_errors.inc)
     cli.init_app(app)
     return app
 

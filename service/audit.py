@@ -58,6 +58,7 @@ class _Batch:
     prediction: Prediction
     row_numbers: np.ndarray | None  # each row's index within its request; None: 0, 1, 2...
     flags: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # warnings by position
+    client: str | None = None  # the API client's name, when keys are on
 
     @property
     def rows(self) -> int:
@@ -109,6 +110,7 @@ class PredictionAuditLog(Observer):
             outcome.prediction,
             row_numbers=outcome.rows,
             flags=outcome.flags,
+            client=outcome.client,
         )
 
     def record(
@@ -122,6 +124,7 @@ class PredictionAuditLog(Observer):
         *,
         row_numbers: np.ndarray | None = None,
         flags: dict[int, dict[str, list[str]]] | None = None,
+        client: str | None = None,
     ) -> None:
         """Queue predicted rows of one request; waits while the writer is too far behind.
 
@@ -131,7 +134,7 @@ class PredictionAuditLog(Observer):
         """
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         batch = _Batch(
-            now, request_id, model, version, features, inputs, prediction, row_numbers, flags or {}
+            now, request_id, model, version, features, inputs, prediction, row_numbers, flags or {}, client
         )
         with self._changed:
             self._ensure_writer()
@@ -255,6 +258,8 @@ def _lines(batch: _Batch, start: int, end: int) -> bytes:
         "model": batch.model,
         "version": batch.version,
     }
+    if batch.client is not None:
+        common["client"] = batch.client
     numbers = range(start, end) if batch.row_numbers is None else batch.row_numbers[start:end].tolist()
     lines = []
     for offset, (number, inputs) in enumerate(zip(numbers, batch.inputs[start:end].tolist(), strict=True)):

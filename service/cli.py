@@ -26,6 +26,7 @@ from marshmallow import ValidationError
 from sklearn.exceptions import InconsistentVersionWarning
 
 from service.errors import InvalidInput, ModelLoadError, PredictionFailed
+from service.keys_cli import keys
 from service.models import ModelStore, demo
 from service.models.core import validated
 from service.models.evaluation import with_held_out_metrics
@@ -385,3 +386,4 @@ def _unlisted(store: ModelStore, name: str) -> str:
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(models)
+    app.cli.add_command(keys)

@@ -108,6 +108,26 @@ def _runtime(raw: str) -> str:
     return runtime
 
 
+def _rate_limits(raw: str) -> str:
+    """``100/second;2000/minute``: checked with the library that enforces them, kept as written."""
+    from limits import parse_many  # only when a limit is set
+
+    text = raw.strip()
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError("expected limits such as '100/second' or '100/second;2000/minute'") from None
+    return text
+
+
+def _storage_uri(raw: str) -> str:
+    uri = raw.strip()
+    if not uri.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+        # The value may hold a password: it is not repeated in the message.
+        raise ValueError("must start with memory://, redis://, rediss:// or redis+unix://")
+    return uri
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -164,6 +184,20 @@ class Settings:
     # One JSON line per request on stdout, written by the app (service.access_log).
     access_log: bool = True
 
+    # API keys (service.keyring): off when None. On, every route asks for a key
+    # but the probes (/health, /ready), /metrics and the docs and pages, each of
+    # which its own setting can protect too.
+    api_keys_file: Path | None = None
+    protect_metrics: bool = False
+    protect_docs: bool = False
+
+    # Rate limits (service.api.limits): off while empty. Counted per API client
+    # (per address without keys), in memory per worker unless the storage is Redis.
+    rate_limit: str = ""  # prediction routes, e.g. "100/second;2000/minute"
+    rate_limit_read: str = ""  # metadata, docs, pages
+    rate_limit_rows: str = ""  # rows on the JSON prediction routes
+    rate_limit_storage: str = "memory://"
+
     # Observability
     prediction_log: Path | None = None  # one JSON line per predicted row; off when None
     # The operator's directory for the workers' metric samples; None: the server
@@ -191,7 +225,8 @@ class Settings:
             try:
                 values[attribute] = parse(raw)
             except ValueError as error:
-                raise ConfigError(f"{variable}={raw!r} is not valid: {error}") from None
+                shown = variable if variable in _SECRET_VARIABLES else f"{variable}={raw!r}"
+                raise ConfigError(f"{shown} is not valid: {error}") from None
         values.update(overrides)
         return cls(**values)
 
@@ -231,6 +266,13 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_LOG_LEVEL": ("log_level", _log_level),
     "SERVICE_ACCESS_LOG": ("access_log", _boolean),
     "SERVICE_PREDICTION_LOG": ("prediction_log", lambda raw: Path(raw.strip())),
+    "SERVICE_API_KEYS_FILE": ("api_keys_file", lambda raw: Path(raw.strip())),
+    "SERVICE_PROTECT_METRICS": ("protect_metrics", _boolean),
+    "SERVICE_PROTECT_DOCS": ("protect_docs", _boolean),
+    "SERVICE_RATE_LIMIT": ("rate_limit", _rate_limits),
+    "SERVICE_RATE_LIMIT_READ": ("rate_limit_read", _rate_limits),
+    "SERVICE_RATE_LIMIT_ROWS": ("rate_limit_rows", _rate_limits),
+    "SERVICE_RATE_LIMIT_STORAGE": ("rate_limit_storage", _storage_uri),
     # Not stripped: prometheus_client uses the value as it is, and this must name
     # the same directory.
     METRICS_DIR_VARIABLE: ("metrics_dir", Path),
@@ -238,6 +280,10 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_MAX_UPLOAD_BYTES": ("max_upload_bytes", _positive_int),
     "SERVICE_MAX_CSV_COLUMNS": ("max_csv_columns", _positive_int),
 }
+
+
+# Values that may hold a password (a Redis URL): never repeated in a message.
+_SECRET_VARIABLES = frozenset({"SERVICE_RATE_LIMIT_STORAGE"})
 
 
 @functools.cache

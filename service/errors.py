@@ -155,6 +155,19 @@ class PredictionFailed(ServiceError):
         self.version = version
 
 
+class NotAuthenticated(ServiceError):
+    """The request carries no API key, or one the service does not know."""
+
+
+class NotPermitted(ServiceError):
+    """The client's API key does not cover the model the request names."""
+
+    def __init__(self, client: str, model: str) -> None:
+        super().__init__(f"The API key of client {client!r} does not cover model {model!r}.")
+        self.client = client
+        self.model = model
+
+
 # --- Loading -----------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from flask import Blueprint, g, request
 from flask.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
+from service.api.auth import client_name
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
 from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.problems import INTERNAL_ERROR, problem_type
@@ -131,7 +132,7 @@ def predict_csv(name: str) -> Response:
     }
     if query["on_error"] == "fail" or not query["stream"]:
         try:
-            with current.core.request(model, g.request_id) as scoring:
+            with current.core.request(model, g.request_id, client_name()) as scoring:
                 source = open_source(request, body)
                 if query["on_error"] == "fail":
                     spool = score_all_or_nothing(scoring, source, current.settings.max_csv_columns)
@@ -150,7 +151,7 @@ def predict_csv(name: str) -> Response:
             headers={**headers, "Content-Length": str(spool.size)},
             direct_passthrough=True,
         )
-    scoring = current.core.request(model, g.request_id)
+    scoring = current.core.request(model, g.request_id, client_name())
     try:
         chunks = start_stream(
             scoring, open_source(request, body), current.settings.max_csv_columns, on_stopped=_count_stop

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint
 
 from service.api.answers import ModelListSchema, metadata_schema
+from service.api.auth import current_client
 from service.api.health import model_status
 from service.api.openapi import documented
 from service.errors import ModelNotFound
@@ -30,13 +31,16 @@ def metadata() -> dict[str, Any]:
 @bp.get("/v1/models")
 @documented("List the served models", response=ModelListSchema)
 def list_models() -> dict[str, Any]:
-    """Every configured model with its served and stored versions and readiness."""
+    """Every configured model with its served and stored versions and readiness (with API keys on,
+    the models the client's key covers)."""
     current = state()
+    client = current_client()
     return {
         "default_model": current.settings.default_model,
         "models": [
             {**model_status(entry), "name": entry.name, "versions": current.store.versions(entry.name)}
             for entry in current.registry.entries()
+            if client is None or client.may_use(entry.name)
         ],
     }
 

@@ -72,6 +72,15 @@ class ServiceMetrics(Observer):
             "http_requests_in_flight", "Requests being answered now.", multiprocess_mode="livesum", **common
         )
         self.errors = Counter("http_errors", "Error answers, by problem type.", ["type"], **common)
+        self.rate_limit_storage_errors = Counter(
+            "rate_limit_storage_errors",
+            "Rate limit checks that could not reach their storage; the requests were let through.",
+            **common,
+        )
+        # Only with API keys on: one series per client named in the keys file.
+        self.client_requests = Counter(
+            "client_requests", "Requests answered per API client, by status.", ["client", "status"], **common
+        )
         self.predictions = Counter(
             "predictions", "Rows predicted or refused.", ["model", "version", "outcome"], **common
         )
@@ -221,6 +230,8 @@ def _end(_: BaseException | None) -> None:
     recorded.request_duration.labels(g.route).observe(time.perf_counter() - g.started)
     if "problem_type" in g:
         recorded.errors.labels(g.problem_type).inc()
+    if "client" in g:
+        recorded.client_requests.labels(g.client.name, g.status).inc()
     g.pop("started")
 
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.routing import Rule
 
 from service import __version__
 from service.api.answers import ProblemSchema, compact_schema, prediction_schemas
+from service.api.auth import HEADER as API_KEY_HEADER
+from service.api.auth import guard_of
+from service.api.limits import rate_limited
 from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
+from service.errors import NotAuthenticated, NotPermitted
 from service.models import LoadedModel
 from service.models.rules import observed_range
 
@@ -154,21 +159,50 @@ def build_document(
     spec.tag({"name": "health", "description": "Liveness and readiness probes."})
     spec.tag({"name": "docs", "description": "This documentation."})
 
+    guard = guard_of(app)
+    if guard is not None:
+        spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": API_KEY_HEADER})
+        spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer"})
+
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         doc: OperationDoc | None = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if doc is None:
             continue
+        security = None
+        blueprint = rule.endpoint.rpartition(".")[0] or None
+        added: list[type[Exception]] = []
+        if guard is not None and guard.protects(blueprint):
+            security = [{"ApiKey": []}, {"Bearer": []}]
+            added.append(NotAuthenticated)
+            if guard.names_a_model(rule.endpoint, rule.arguments):
+                added.append(NotPermitted)
+        if rate_limited(app, blueprint):
+            added.append(TooManyRequests)
+        if added:
+            doc = _with_errors(doc, added)
         method = next(iter(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))).lower()
         if doc.predict is None:
-            spec.path(path=_openapi_path(rule), operations={method: _operation(doc, rule)})
-            continue
-        if "name" in rule.arguments:
+            targets = [(_openapi_path(rule), None)]
+        elif "name" in rule.arguments:
             targets = [(rule.rule.replace("<name>", name), parts) for name, parts in per_model.items()]
         else:
             targets = [(rule.rule, per_model[default_model])] if default_model in per_model else []
         for path, parts in targets:
-            spec.path(path=path, operations={method: parts.operation(doc, rule.endpoint)})
+            operation = _operation(doc, rule) if parts is None else parts.operation(doc, rule.endpoint)
+            if security is not None:
+                operation["security"] = security
+            spec.path(path=path, operations={method: operation})
     return spec.to_dict()
+
+
+def _with_errors(doc: OperationDoc, errors: list[type[Exception]]) -> OperationDoc:
+    """The route's own problems and those the app adds to it (keys, rate limits)."""
+    kinds = [kind for kinds in doc.errors.values() for kind in kinds]
+    for kind in map(problem_type, errors):
+        if kind is not None and kind not in kinds:
+            kinds.append(kind)
+    statuses = sorted({kind.status for kind in kinds})
+    return replace(doc, errors={status: tuple(k for k in kinds if k.status == status) for status in statuses})
 
 
 def _openapi_path(rule: Rule) -> str:

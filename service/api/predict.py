@@ -12,6 +12,7 @@ from flask.wrappers import Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api.answers import probability_keys
+from service.api.auth import client_name
 from service.api.body import read_json
 from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.payload import rows_from_body
@@ -100,7 +101,8 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,
     )
-    with current.core.request(model, g.request_id) as scoring:
+    g.rows_predicted = len(rows)  # what a rows budget charges (service.api.limits)
+    with current.core.request(model, g.request_id, client_name()) as scoring:
         scored = scoring.score(rows, partial=by_row)
     answer = (
         render_by_row(model, scored, compact=compact)

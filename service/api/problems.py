@@ -17,7 +17,13 @@ from typing import Any
 
 from flask import Flask, g, jsonify, request
 from flask.wrappers import Response
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    TooManyRequests,
+)
 
 from service.errors import (
     InvalidInput,
@@ -25,6 +31,8 @@ from service.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    NotAuthenticated,
+    NotPermitted,
     NotReady,
     PredictionFailed,
     ServiceError,
@@ -63,6 +71,16 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
         "Request body could not be read",
         "The body cannot be read to its end (broken chunked framing, shorter than its Content-Length).",
     ),
+    NotAuthenticated: ProblemType(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        "API keys are on (`SERVICE_API_KEYS_FILE`) and the request has no key, or one the service "
+        "does not know: send `X-API-Key: KEY` or `Authorization: Bearer KEY`.",
+    ),
+    NotPermitted: ProblemType(
+        403, "forbidden", "Forbidden", "The client's API key is limited to other models."
+    ),
     ModelNotFound: ProblemType(404, "model-not-found", "Model not found", "No model of this name is served."),
     NotFound: ProblemType(404, "not-found", "Not Found", "No route matches the path."),
     MethodNotAllowed: ProblemType(
@@ -91,6 +109,13 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
         "too-many-columns",
         "Too many columns",
         "A CSV header's columns are over `SERVICE_MAX_CSV_COLUMNS`.",
+    ),
+    TooManyRequests: ProblemType(
+        429,
+        "too-many-requests",
+        "Too Many Requests",
+        "The client is over a rate limit (`SERVICE_RATE_LIMIT`, `SERVICE_RATE_LIMIT_ROWS`, "
+        "`SERVICE_RATE_LIMIT_READ`); `Retry-After` gives the seconds to wait.",
     ),
     UnsupportedMediaType: ProblemType(
         415,
@@ -161,7 +186,15 @@ def handle_service_error(error: ServiceError) -> Response:
         # The cause (the model's own exception) is for the log, not the client.
         log.error("%s (request id %s)", error.detail, g.get("request_id"), exc_info=error)
         extra["request_id"] = g.get("request_id")
-    return _problem(kind, error.detail, **extra)
+    response = _problem(kind, error.detail, **extra)
+    if isinstance(error, NotAuthenticated):
+        response.headers["WWW-Authenticate"] = AUTHENTICATE
+    return response
+
+
+# How a client is told to authenticate (RFC 9110, section 11.6.1): a bearer token, which
+# X-API-Key carries as well.
+AUTHENTICATE = 'Bearer realm="model service"'
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -176,6 +209,11 @@ def handle_http_exception(error: HTTPException) -> Response:
         detail = f"No route matches {request.path}."
     elif isinstance(error, RequestEntityTooLarge):
         detail = f"The request body is larger than the limit of {request.max_content_length} bytes."
+    elif isinstance(error, TooManyRequests):
+        detail = (
+            f"This client is over its rate limit of {error.description}; "
+            "try again after the seconds in Retry-After."
+        )
     elif isinstance(error, MethodNotAllowed) and allowed:
         detail = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}."
     response = _problem(kind, detail, status=status)

@@ -26,7 +26,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Protocol
 
@@ -64,6 +64,7 @@ class Outcome:
     seconds: float  # the model call alone (a gathered call's whole time, shared by its requests)
     flags: RowErrors = field(default_factory=dict)  # warnings by position in ``rows``
     waited: float | None = None  # in the batcher's queue before the call; None: not batched
+    client: str | None = None  # the API client that sent the request, when keys are on
 
 
 class Observer:
@@ -105,9 +106,9 @@ class PredictionCore:
         self._batchers: dict[int, Batcher] = {}
         self._batchers_lock = threading.Lock()
 
-    def request(self, model: LoadedModel, request_id: str) -> PredictionRequest:
-        """Start a request on ``model`` (one snapshot, used for all its parts)."""
-        return PredictionRequest(self, model, request_id)
+    def request(self, model: LoadedModel, request_id: str, client: str | None = None) -> PredictionRequest:
+        """Start a request on ``model`` (one snapshot, used for all its parts); ``client``: who sent it."""
+        return PredictionRequest(self, model, request_id, client)
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
         """The batcher of this very model object (one version), made on first use; None when off.
@@ -134,11 +135,14 @@ class PredictionCore:
 class PredictionRequest:
     """One request's rows, in one or more parts; use it as a context manager."""
 
-    def __init__(self, core: PredictionCore, model: LoadedModel, request_id: str) -> None:
+    def __init__(
+        self, core: PredictionCore, model: LoadedModel, request_id: str, client: str | None = None
+    ) -> None:
         self._observers = core.observers
         self._batcher = core.batcher(model)
         self.model = model
         self.request_id = request_id
+        self.client = client
         self.rows = 0  # handed over so far: the index of the next part's first row
 
     def score(self, rows: Rows, *, partial: bool = False) -> Scored:
@@ -297,6 +301,8 @@ class PredictionRequest:
         self.close()
 
     def _tell(self, outcome: Outcome) -> None:
+        if self.client is not None:
+            outcome = replace(outcome, client=self.client)
         for observer in self._observers:
             observer.scored(outcome)
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, make_response, render_template, request, url_for
+from flask import Blueprint, current_app, make_response, render_template, request, url_for
 from flask.wrappers import Response
 from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import NotFound
 
 from service import __version__
 from service.api.answers import metadata_schema, probability_keys
+from service.api.auth import guard_of
 from service.api.metadata import describe
 from service.api.openapi import documented
 from service.errors import ModelNotFound
@@ -191,7 +192,12 @@ def _wants_html() -> bool:
 
 
 def _chrome() -> dict[str, Any]:
-    return {"service_name": SERVICE_NAME, "version": __version__}
+    # With API keys on, a model's page asks for the key its predictions are sent with.
+    return {
+        "service_name": SERVICE_NAME,
+        "version": __version__,
+        "asks_key": guard_of(current_app) is not None,
+    }
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> Response:

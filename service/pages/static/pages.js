@@ -64,7 +64,13 @@
 
   /* The options of a POST of BODY (SIGNAL, if given, can abort it). */
   function postOptions(contentType, body, signal) {
-    return { method: "POST", headers: { "Content-Type": contentType }, body: body, signal: signal };
+    var headers = { "Content-Type": contentType };
+    // With API keys on, the page has a field for the key (never stored).
+    var key = document.getElementById("api-key");
+    if (key && key.value.trim()) {
+      headers["X-API-Key"] = key.value.trim();
+    }
+    return { method: "POST", headers: headers, body: body, signal: signal };
   }
 
   // --- Problems the API answers with (application/problem+json) --------------------
@@ -189,6 +195,14 @@
 
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
+  // A key typed (with API keys on) asks again for the row the service refused without it.
+  var keyInput = document.getElementById("api-key");
+  if (keyInput) {
+    keyInput.addEventListener("input", function () {
+      lastSent = null;
+      schedule();
+    });
+  }
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     predict();
@@ -206,11 +220,16 @@
   }
 
   function curlFor(url, body) {
-    return [
+    var lines = [
       "curl -s " + shellQuote(window.location.origin + url),
       "-H " + shellQuote("Content-Type: application/json"),
-      "-d " + shellQuote(body),
-    ].join(" \\\n  ");
+    ];
+    if (document.getElementById("api-key")) {
+      // The key itself stays out of the text: the shell fills it in.
+      lines.push('-H "X-API-Key: $API_KEY"');
+    }
+    lines.push("-d " + shellQuote(body));
+    return lines.join(" \\\n  ");
   }
 
   function predict() {
