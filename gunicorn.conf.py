@@ -64,6 +64,16 @@ if _FIRST_READING:
 bind = [settings.bind]
 backlog = 2048
 
+# --- Request limits ------------------------------------------------------------
+# What Gunicorn refuses before the app sees it (answered as problem details, see
+# write_problem below): a request line (method, path and query) over 4 KiB is a
+# 414; more than 50 header fields, or one over 8 KiB, a 431. The service's own
+# routes need a fraction of that; the body's limits are the app's
+# (SERVICE_MAX_BODY_BYTES, SERVICE_MAX_UPLOAD_BYTES).
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
 # --- Worker processes ----------------------------------------------------------
 # Prediction is CPU-bound and holds the GIL for much of its time, so processes,
 # not threads, give parallelism: one worker per core by default. Threads do

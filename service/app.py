@@ -14,6 +14,7 @@ from service.api import (
     auth,
     csv_predict,
     docs,
+    headers,
     health,
     json_provider,
     limits,
@@ -112,6 +113,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(docs.bp)
     if settings.demo:
         app.register_blueprint(pages.bp)
+    headers.init_app(app, settings.cors_origins)
     # After the key check: limits are counted for the client it found.
     limits.init_app(app, settings, on_storage_error=recorded.rate_limit_storage_errors.inc)
     cli.init_app(app)

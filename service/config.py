@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -128,6 +129,20 @@ def _storage_uri(raw: str) -> str:
     return uri
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """``https://app.example.com,http://localhost:3000``: exact origins, no wildcard."""
+    origins = _name_list(raw)
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"{origin!r} is not an origin: write scheme://host[:port], without a path or '*'"
+            )
+    return origins
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -197,6 +212,9 @@ class Settings:
     rate_limit_read: str = ""  # metadata, docs, pages
     rate_limit_rows: str = ""  # rows on the JSON prediction routes
     rate_limit_storage: str = "memory://"
+
+    # Browser origins allowed to call the API (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     # Observability
     prediction_log: Path | None = None  # one JSON line per predicted row; off when None
@@ -269,6 +287,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_API_KEYS_FILE": ("api_keys_file", lambda raw: Path(raw.strip())),
     "SERVICE_PROTECT_METRICS": ("protect_metrics", _boolean),
     "SERVICE_PROTECT_DOCS": ("protect_docs", _boolean),
+    "SERVICE_CORS_ORIGINS": ("cors_origins", _origins),
     "SERVICE_RATE_LIMIT": ("rate_limit", _rate_limits),
     "SERVICE_RATE_LIMIT_READ": ("rate_limit_read", _rate_limits),
     "SERVICE_RATE_LIMIT_ROWS": ("rate_limit_rows", _rate_limits),

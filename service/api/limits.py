@@ -106,6 +106,8 @@ def init_app(app: Flask, settings: Settings, on_storage_error: Callable[[], None
         swallow_errors=True,
         key_prefix="sklearn-service",
     )
+    # A browser's CORS preflight carries no key and answers no data: it spends no budget.
+    limiter.request_filter(lambda: request.method == "OPTIONS")
     _STORAGE_ERRORS.count = on_storage_error
     logging.getLogger("flask-limiter").addFilter(_STORAGE_ERRORS)  # once: a filter is added once
     blueprints = app.blueprints
