@@ -70,7 +70,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = AccessLog(app.wsgi_app)
     json_provider.init_app(app)  # orjson; keys keep type/title/status/detail and manifest order
 
-    store = ModelStore(settings.model_store)
+    store = ModelStore(settings.model_store, allow_pickle=settings.allow_pickle)
     registry = load_registry(
         store,
         settings.models,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import warnings
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import click
 import joblib
 import pandas as pd
+import skops.io as skops_io
 from flask import Flask
 from flask.cli import AppGroup
 from marshmallow import ValidationError
@@ -32,7 +35,7 @@ from service.models.core import validated
 from service.models.evaluation import with_held_out_metrics
 from service.models.introspect import IntrospectionError, adjust_features, check_rows, describe_estimator
 from service.models.json_rows import JsonRows
-from service.models.manifest import NAME_PATTERN, Manifest
+from service.models.manifest import NAME_PATTERN, Artifact, Manifest
 from service.models.onnx_artifact import OnnxArtifact
 from service.models.onnx_compile import compile_version
 from service.models.registry import prediction_problem, warm_up
@@ -154,6 +157,13 @@ def list_models() -> None:
     help="Also compile it to ONNX (see 'models compile'); if that is refused, it is added all the same "
     "and served by scikit-learn.",
 )
+@click.option(
+    "--format",
+    "artifact_format",
+    type=click.Choice(["joblib", "skops"]),
+    help="How the store keeps it: joblib (a pickle) or skops (loads without running code). "
+    "Default: skops for a .skops file, else joblib.",
+)
 def add_model(
     path: Path,
     name: str,
@@ -166,13 +176,21 @@ def add_model(
     not_nullable: tuple[str, ...],
     limits: dict[str, tuple[float | None, float | None]],
     compile_onnx: bool,
+    artifact_format: str | None,
 ) -> None:
-    """Copy a joblib/pickle file into the store and write its manifest.
+    """Copy a joblib/pickle (or .skops) file into the store and write its manifest.
 
     Loading a pickle runs code from it: add only files you trust. From then on
     the service loads it only if its SHA-256 still matches the manifest.
+    '--format skops' stores the model as skops, which the service loads with an
+    explicit list of trusted types, without running code from the file.
     """
     store = _store()
+    artifact_format = artifact_format or ("skops" if path.suffix == ".skops" else "joblib")
+    if artifact_format == "joblib" and not store.allow_pickle:
+        raise click.UsageError(
+            "pickles are not loaded here (SERVICE_ALLOW_PICKLE=false): add it with --format skops"
+        )
     version = version or store.next_version(name)
     if target and not (sample or held_out):
         raise click.UsageError("--target needs --sample or --eval")
@@ -180,12 +198,7 @@ def add_model(
         raise click.UsageError("--eval needs --target, the column of the file that holds the true values")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
-        try:
-            estimator = joblib.load(path)
-        except Exception as error:
-            raise click.ClickException(
-                f"{path} is not a joblib/pickle file this Python can load: {error}"
-            ) from None
+        estimator = _read_estimator(path)
     trained_with = runtime_versions()
     for warning in caught:
         if isinstance(warning.message, InconsistentVersionWarning):
@@ -209,7 +222,7 @@ def add_model(
         if held_out and target:
             manifest = with_held_out_metrics(manifest, estimator, _read_csv(held_out), target, held_out.name)
         rows = check_rows(manifest, frame) if frame is not None else []
-        directory = store.add(path, manifest)
+        directory = _add_artifact(store, path, manifest, estimator, artifact_format)
     except (IntrospectionError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     except ValidationError as error:
@@ -233,6 +246,55 @@ def add_model(
             click.echo(_compiled_summary(artifact))
         else:
             click.echo(f"warning: not compiled to ONNX, served by scikit-learn: {artifact.reason}", err=True)
+
+
+def _read_estimator(path: Path) -> Any:
+    """The estimator in a pickle (which runs its code: the operator trusts it), or in a .skops
+    file, whose types must be scikit-learn's, NumPy's or SciPy's."""
+    if path.suffix != ".skops":
+        try:
+            return joblib.load(path)
+        except Exception as error:
+            raise click.ClickException(
+                f"{path} is not a joblib/pickle file this Python can load: {error}"
+            ) from None
+    try:
+        types = skops_io.get_untrusted_types(file=path)
+        foreign = [name for name in types if not name.startswith(SKOPS_TRUSTED_MODULES)]
+        if foreign:
+            raise click.ClickException(
+                f"{path} holds types from outside scikit-learn, NumPy and SciPy: {', '.join(foreign)}; "
+                "add the pickle you trust with --format skops instead"
+            )
+        return skops_io.load(path, trusted=types)
+    except click.ClickException:
+        raise
+    except Exception as error:
+        raise click.ClickException(f"{path} is not a .skops file this Python can load: {error}") from None
+
+
+# The modules whose types a .skops file given to 'models add' may hold.
+SKOPS_TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+
+
+def _add_artifact(
+    store: ModelStore, path: Path, manifest: Manifest, estimator: Any, artifact_format: str
+) -> Path:
+    """Store the artifact as it came (a pickle), or as skops with the types it holds trusted."""
+    if artifact_format == "joblib":
+        if path.suffix == ".skops":
+            raise click.UsageError("a .skops file is stored as skops: leave out --format joblib")
+        return store.add(path, manifest)
+    data = skops_io.dumps(estimator)
+    trusted = tuple(skops_io.get_untrusted_types(data=data))
+    manifest = replace(manifest, artifact=Artifact(file=SKOPS_FILE, sha256="0" * 64, trusted=trusted))
+    with tempfile.TemporaryDirectory() as scratch:
+        converted = Path(scratch) / SKOPS_FILE
+        converted.write_bytes(data)
+        return store.add(converted, manifest)
+
+
+SKOPS_FILE = "model.skops"
 
 
 @models.command("compile")

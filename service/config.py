@@ -168,6 +168,9 @@ class Settings:
     # compiled models only, the others are not ready.
     runtime: str = "auto"
 
+    # False: only .skops artifacts are loaded, never a pickle (which runs code when loaded).
+    allow_pickle: bool = True
+
     # Request limits: a few MiB of JSON is thousands of rows, far more than an
     # interactive caller sends, yet small enough that one request cannot pin a worker.
     max_body_bytes: int = 4 * MIB
@@ -267,6 +270,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_STRICT_VERSIONS": ("strict_versions", _boolean),
     "SERVICE_RANGE_POLICY": ("range_policy", _range_policy),
     "SERVICE_RUNTIME": ("runtime", _runtime),
+    "SERVICE_ALLOW_PICKLE": ("allow_pickle", _boolean),
     "SERVICE_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "SERVICE_MAX_BATCH_ROWS": ("max_batch_rows", _positive_int),
     "SERVICE_BATCHING": ("batching", _boolean),

@@ -57,6 +57,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # control characters (a NUL cannot even be passed to the operating system).
 FILE_NAME_PATTERN = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# A type a .skops artifact may hold: module.path.Name.
+TYPE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,20}$")
+MAX_TRUSTED_TYPES = 200
 
 # Limits on a manifest, checked before the schema sees it. A real manifest is a
 # few KiB: about eight values per feature, plus category lists, at most a few
@@ -144,8 +147,15 @@ class Feature:
 
 @dataclass(frozen=True)
 class Artifact:
-    file: str
+    file: str  # model.joblib (a pickle) or model.skops (see ``service.models.store``)
     sha256: str
+    # A .skops artifact: the types it holds beyond those skops trusts itself, trusted
+    # when it was stored (as its hash was); any other type refuses it at load.
+    trusted: tuple[str, ...] = ()
+
+    @property
+    def is_skops(self) -> bool:
+        return self.file.endswith(".skops")
 
 
 @dataclass(frozen=True)
@@ -228,10 +238,20 @@ class _ArtifactSchema(Schema):
     sha256 = fields.String(
         required=True, validate=WholeMatch(SHA256_PATTERN, error="must be 64 lowercase hex digits")
     )
+    trusted = fields.List(
+        fields.String(validate=WholeMatch(TYPE_NAME_PATTERN, error="must be a dotted type name")),
+        validate=validate.Length(max=MAX_TRUSTED_TYPES),
+    )
 
     @post_load
     def _build(self, data: dict[str, Any], **_: Any) -> Artifact:
-        return Artifact(**data)
+        return Artifact(**{**data, "trusted": tuple(data.get("trusted", ()))})
+
+    @post_dump
+    def _drop_unset(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if not data.get("trusted"):
+            data.pop("trusted", None)
+        return data
 
 
 class _SmallObject(Schema):

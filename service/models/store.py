@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import skops.io as skops_io
 from marshmallow import ValidationError
 
 from service.errors import (
@@ -40,6 +41,7 @@ from service.models.manifest import (
     MAX_MANIFEST_BYTES,
     MULTI_OUTPUT_TASKS,
     NAME_PATTERN,
+    Artifact,
     Manifest,
     ManifestLimitExceeded,
     decode_manifest,
@@ -71,8 +73,11 @@ def sha256_of(data: bytes) -> str:
 
 
 class ModelStore:
-    def __init__(self, root: Path | str) -> None:
+    """``allow_pickle`` False (``SERVICE_ALLOW_PICKLE=false``): only .skops artifacts are loaded."""
+
+    def __init__(self, root: Path | str, *, allow_pickle: bool = True) -> None:
         self.root = Path(root)
+        self.allow_pickle = allow_pickle
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -195,13 +200,21 @@ class ModelStore:
                 f"{manifest.artifact.sha256}; refusing to unpickle it",
             )
 
+        if not manifest.artifact.is_skops and not self.allow_pickle:
+            raise ModelLoadError(
+                name,
+                version,
+                f"artifact {shown} is a pickle, and pickles are not loaded (SERVICE_ALLOW_PICKLE=false); "
+                "store it as skops: flask --app wsgi models add PATH --format skops",
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                estimator = joblib.load(io.BytesIO(data))
+                estimator = _deserialised(data, manifest.artifact)
             except Exception as error:
+                verb = "loaded" if manifest.artifact.is_skops else "unpickled"
                 raise ModelLoadError(
-                    name, version, bounded(f"artifact {shown} cannot be unpickled: {error}")
+                    name, version, bounded(f"artifact {shown} cannot be {verb}: {error}")
                 ) from error
         notes = mismatches + [str(w.message) for w in caught]
         for note in notes:
@@ -256,6 +269,14 @@ class ModelStore:
         shutil.rmtree(directory)
         if not any(directory.parent.iterdir()):
             directory.parent.rmdir()
+
+
+def _deserialised(data: bytes, artifact: Artifact) -> Any:
+    """The estimator in ``data``: a .skops artifact through skops, with only the types it
+    trusts and those its manifest names (nothing else runs); a pickle through joblib."""
+    if artifact.is_skops:
+        return skops_io.loads(data, trusted=list(artifact.trusted))
+    return joblib.load(io.BytesIO(data))
 
 
 def _with_sha256(manifest: Manifest, digest: str) -> Manifest:
