@@ -175,6 +175,11 @@ class Settings:
     # interactive caller sends, yet small enough that one request cannot pin a worker.
     max_body_bytes: int = 4 * MIB
     max_batch_rows: int = 5000
+    # A JSON body deeper than this (the top value is level 1) or with a longer string
+    # (its bytes as sent, backslash escapes aside) is refused before it is parsed. A prediction needs 3
+    # levels and strings as long as a category or a feature name.
+    max_json_depth: int = 32
+    max_string_bytes: int = 1024
 
     # Micro-batching (service.models.batching): concurrent small requests to one
     # model version share one vectorised model call. A request on an idle
@@ -273,6 +278,8 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_ALLOW_PICKLE": ("allow_pickle", _boolean),
     "SERVICE_MAX_BODY_BYTES": ("max_body_bytes", _positive_int),
     "SERVICE_MAX_BATCH_ROWS": ("max_batch_rows", _positive_int),
+    "SERVICE_MAX_JSON_DEPTH": ("max_json_depth", _positive_int),
+    "SERVICE_MAX_STRING_BYTES": ("max_string_bytes", _positive_int),
     "SERVICE_BATCHING": ("batching", _boolean),
     "SERVICE_BATCH_MAX_ROWS": ("batch_max_rows", _positive_int),
     "SERVICE_BATCH_MAX_WAIT_MS": ("batch_max_wait_ms", _milliseconds),

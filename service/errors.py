@@ -130,6 +130,10 @@ class TooManyColumns(ServiceError):
         self.limit = limit
 
 
+class JsonTooLarge(ServiceError):
+    """A JSON body nests deeper, or holds a longer string, than the service accepts."""
+
+
 class UploadTooLarge(ServiceError):
     """An upload (its Content-Length, or what arrived) is larger than the limit."""
 

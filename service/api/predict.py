@@ -13,12 +13,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from service.api.answers import probability_keys
 from service.api.auth import client_name
-from service.api.body import read_json
+from service.api.body import JsonLimits, read_json
 from service.api.openapi import RUNTIME_HEADER, documented
 from service.api.payload import rows_from_body
 from service.api.query import BatchQuery, parsed_query
 from service.errors import (
     InvalidInput,
+    JsonTooLarge,
     MalformedRequest,
     ModelNotFound,
     ModelNotReady,
@@ -41,6 +42,7 @@ SINGLE_ERRORS = (
     UnreadableBody,
     ModelNotFound,
     RequestEntityTooLarge,
+    JsonTooLarge,
     TooManyRows,
     UnsupportedMediaType,
     InvalidInput,
@@ -96,7 +98,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     g.model_runtime = model.runtime
     request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
     rows = rows_from_body(
-        read_json(request),
+        read_json(request, JsonLimits(current.settings.max_json_depth, current.settings.max_string_bytes)),
         model.manifest.feature_names,
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,

@@ -27,6 +27,7 @@ from werkzeug.exceptions import (
 
 from service.errors import (
     InvalidInput,
+    JsonTooLarge,
     MalformedRequest,
     ModelLoadError,
     ModelNotFound,
@@ -100,6 +101,13 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
         "request-entity-too-large",
         "Request Entity Too Large",
         "The upload is over `SERVICE_MAX_UPLOAD_BYTES`.",
+    ),
+    JsonTooLarge: ProblemType(
+        413,
+        "json-too-large",
+        "JSON over a limit",
+        "The body nests deeper than `SERVICE_MAX_JSON_DEPTH` levels or holds a string longer than "
+        "`SERVICE_MAX_STRING_BYTES`.",
     ),
     TooManyRows: ProblemType(
         413, "too-many-rows", "Too many rows", "The rows are over `SERVICE_MAX_BATCH_ROWS`."
