@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import Server, http, run_in_repo, running_server
+from tests.servers import FLASK, Server, http, run_in_repo, running_server
 
 pytestmark = pytest.mark.integration
 
-FLASK = Path(sys.executable).parent / "flask"
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 

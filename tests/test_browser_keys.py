@@ -8,7 +8,6 @@ once, the key going in the X-API-Key header only, never into the page's text.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.browsers import TIMEOUT_MS, chromium
-from tests.servers import Server, run_in_repo, running_server
+from tests.servers import FLASK, Server, run_in_repo, running_server
 
 pytestmark = pytest.mark.integration
-
-FLASK = Path(sys.executable).parent / "flask"
 
 
 @pytest.fixture(scope="module")

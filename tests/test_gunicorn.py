@@ -11,7 +11,6 @@ import json
 import math
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from tests.servers import (
     local_session,
     media_type,
     post_json,
+    raw_exchange,
     running_server,
     server_env,
     wait_for_exit,
@@ -383,19 +383,6 @@ def test_health_and_readiness(demo_server: Server) -> None:
 # --- Body size limit -------------------------------------------------------------------
 
 BODY_LIMIT = 2048
-
-
-def raw_exchange(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send bytes that no HTTP client library would send; return status, headers, body."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_TIMEOUT) as conn:
-        conn.sendall(request)
-        received = b""
-        while chunk := conn.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 @pytest.mark.parametrize(

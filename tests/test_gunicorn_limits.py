@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import REQUEST_TIMEOUT, Server, http, running_server
+from tests.servers import Server, http, raw_exchange, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -18,19 +17,6 @@ pytestmark = pytest.mark.integration
 def server(demo_store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(demo_store_path, tmp_path_factory.mktemp("limits"), SERVICE_WORKERS="1") as running:
         yield running
-
-
-def raw(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``request`` as it is; the status, headers and body of the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=REQUEST_TIMEOUT) as connection:
-        connection.sendall(request)
-        received = b""
-        while chunk := connection.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, body
 
 
 @pytest.mark.parametrize(
@@ -50,9 +36,9 @@ def raw(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
 def test_gunicorn_refuses_oversized_requests_as_problems(
     server: Server, request_bytes: bytes, status: int
 ) -> None:
-    answered, headers, body = raw(server, request_bytes)
+    answered, headers, body = raw_exchange(server, request_bytes)
     assert answered == status
-    assert headers["Content-Type"] == "application/problem+json"
+    assert headers["content-type"] == "application/problem+json"
     assert json.loads(body)["status"] == status
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,17 @@ def statuses(servers: list[Server], requests: int) -> Counter[int]:
         return Counter(pool.map(predict, [servers[i % len(servers)] for i in range(requests)]))
 
 
+def limited_server(store: Path, folder: Path, redis_server: RedisServer, limit: str) -> Any:
+    """Two workers counting ``limit`` in ``redis_server``."""
+    return running_server(
+        store,
+        folder,
+        SERVICE_WORKERS="2",
+        SERVICE_RATE_LIMIT=limit,
+        SERVICE_RATE_LIMIT_STORAGE=redis_server.url,
+    )
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     with running_redis(tmp_path) as server:
@@ -38,13 +50,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def test_two_workers_let_exactly_n_requests_through(
     demo_store_path: Path, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    with running_server(
-        demo_store_path,
-        tmp_path / "one",
-        SERVICE_WORKERS="2",
-        SERVICE_RATE_LIMIT="7/hour",
-        SERVICE_RATE_LIMIT_STORAGE=redis_server.url,
-    ) as server:
+    with limited_server(demo_store_path, tmp_path / "one", redis_server, "7/hour") as server:
         assert statuses([server], 20) == Counter({200: 7, 429: 13})
         served = {record["pid"] for record in server.log_records() if record.get("status") == 200}
         assert len(served) == 2, "both workers answered, and counted in one place"
@@ -75,13 +81,7 @@ def test_memory_counts_are_each_workers_own(demo_store_path: Path, tmp_path: Pat
 def test_the_service_keeps_serving_when_redis_goes_down(
     demo_store_path: Path, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    with running_server(
-        demo_store_path,
-        tmp_path / "server",
-        SERVICE_WORKERS="2",
-        SERVICE_RATE_LIMIT="1000/hour",
-        SERVICE_RATE_LIMIT_STORAGE=redis_server.url,
-    ) as server:
+    with limited_server(demo_store_path, tmp_path / "server", redis_server, "1000/hour") as server:
         assert statuses([server], 4) == Counter({200: 4})
         redis_server.stop()
         assert statuses([server], 12) == Counter({200: 12})

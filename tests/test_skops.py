@@ -53,6 +53,13 @@ def pickled(tmp_path: Path, estimator: Any, name: str = "model.joblib") -> Path:
     return path
 
 
+def stored_forest(make_app: Callable[..., Flask], store: Path, tmp_path: Path) -> None:
+    """A forest added as model "m" version 1, converted to skops."""
+    path = pickled(tmp_path, ESTIMATORS["forest"]())
+    added = invoke(make_app(model_store=store), "add", str(path), "--name", "m", "--format", "skops")
+    assert added.exit_code == 0, added.output
+
+
 @pytest.mark.parametrize("kind", sorted(ESTIMATORS))
 def test_a_pickle_stored_as_skops_answers_as_the_pickle(
     make_app: Callable[..., Flask], store: Path, tmp_path: Path, kind: str
@@ -83,11 +90,7 @@ def test_a_pickle_stored_as_skops_answers_as_the_pickle(
 def test_a_tampered_skops_artifact_is_refused(
     make_app: Callable[..., Flask], store: Path, tmp_path: Path
 ) -> None:
-    path = pickled(tmp_path, ESTIMATORS["forest"]())
-    assert (
-        invoke(make_app(model_store=store), "add", str(path), "--name", "m", "--format", "skops").exit_code
-        == 0
-    )
+    stored_forest(make_app, store, tmp_path)
     artifact = store / "m" / "1" / "model.skops"
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -99,11 +102,7 @@ def test_a_tampered_skops_artifact_is_refused(
 def test_a_type_the_manifest_does_not_trust_is_never_loaded(
     make_app: Callable[..., Flask], store: Path, tmp_path: Path
 ) -> None:
-    path = pickled(tmp_path, ESTIMATORS["forest"]())
-    assert (
-        invoke(make_app(model_store=store), "add", str(path), "--name", "m", "--format", "skops").exit_code
-        == 0
-    )
+    stored_forest(make_app, store, tmp_path)
     manifest_path = store / "m" / "1" / "model.json"
     manifest = json.loads(manifest_path.read_text())
     del manifest["artifact"]["trusted"]
