@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.api import body
 from service.api.body import JsonLimits, check_shape
 from service.errors import JsonTooLarge
 
@@ -94,13 +95,21 @@ JSON_VALUES = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(document=JSON_VALUES, limit=st.integers(min_value=1, max_value=8))
-def test_the_depth_read_from_the_text_is_the_documents(document: Any, limit: int) -> None:
-    """Strings full of brackets, quotes and backslashes never change the depth read from the text."""
+@given(
+    document=JSON_VALUES, limit=st.integers(min_value=1, max_value=8), chunk=st.sampled_from([3, 7, 1 << 16])
+)
+def test_the_depth_read_from_the_text_is_the_documents(document: Any, limit: int, chunk: int) -> None:
+    """Strings full of brackets, quotes and backslashes never change the depth read from the text,
+    nor does where the scan's chunks happen to end."""
     data = json.dumps(document).encode()
     limits = JsonLimits(depth=limit, string_bytes=10_000)
-    if depth_of(document) > limit:
-        with pytest.raises(JsonTooLarge):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(body, "_CHUNK", chunk)
+        if depth_of(document) > limit:
+            with pytest.raises(JsonTooLarge):
+                check_shape(data, limits)
+        else:
             check_shape(data, limits)
-    else:
-        check_shape(data, limits)
+        text = body._ESCAPE.sub(b"", data)
+        longest = body._longest_string(text)
+    assert longest == body._longest_string(text)  # the same, read in one chunk

@@ -107,12 +107,14 @@ _QUOTE, _OPEN, _CLOSE = ord('"'), ord("["), ord("]")
 def check_shape(data: bytes, limits: JsonLimits) -> None:
     """Refuse a body that nests deeper, or holds a longer string, than ``limits`` allow.
 
-    Read from the text before any parser recurses into it, in a few passes of C
-    over its bytes: escapes are dropped (an escaped quote ends no string), the
+    Read from the text before any parser recurses into it, in passes of C over
+    its bytes: escapes are dropped (an escaped quote ends no string), the
     quotes then pair up into strings, and the brackets outside them give the
     depth. Only a body longer than a limit is scanned for it, and only one with
-    more brackets than the depth limit is measured. What is not valid JSON is
-    left for the parser to name. About 30 µs for a 1,000-row batch of 22 KB.
+    more brackets than the depth limit is measured, a chunk at a time, so that
+    the scan needs no more memory than the body itself, whatever its shape.
+    What is not valid JSON is left for the parser to name. About 30 µs for a
+    1,000-row batch of 22 KB.
     """
     deep = len(data) > limits.depth  # no deeper than its length
     long = len(data) > limits.string_bytes
@@ -120,26 +122,55 @@ def check_shape(data: bytes, limits: JsonLimits) -> None:
         return
     text = _ESCAPE.sub(b"", data) if b"\\" in data else data
     if long:
-        quotes = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == _QUOTE)
-        if len(quotes) >= 2:
-            pairs = len(quotes) // 2 * 2
-            longest = int((quotes[1:pairs:2] - quotes[0:pairs:2]).max()) - 1
-            if longest > limits.string_bytes:
+        longest = _longest_string(text)
+        if longest > limits.string_bytes:
+            raise JsonTooLarge(
+                f"A string in the body is {longest} bytes long; at most {limits.string_bytes} are accepted."
+            )
+    if deep:
+        # "{" and "}" become "[" and "]": the skeleton holds only quotes and brackets.
+        skeleton = text.translate(_BRACES, _NOT_STRUCTURAL)
+        if skeleton.count(b"[") > limits.depth:  # else it cannot nest deeper
+            depth = _deepest(skeleton)
+            if depth > limits.depth:
                 raise JsonTooLarge(
-                    f"A string in the body is {longest} bytes long; "
-                    f"at most {limits.string_bytes} are accepted."
+                    f"The body nests {depth} levels deep; at most {limits.depth} are accepted."
                 )
-    if not deep:
-        return
-    # "{" and "}" become "[" and "]": the skeleton holds only quotes and brackets.
-    skeleton_text = text.translate(_BRACES, _NOT_STRUCTURAL)
-    if skeleton_text.count(b"[") > limits.depth:  # else it cannot nest deeper
-        skeleton = np.frombuffer(skeleton_text, dtype=np.int8)
-        steps = (skeleton == _OPEN).astype(np.int32) - (skeleton == _CLOSE)
-        steps[np.cumsum(skeleton == _QUOTE, dtype=np.int32) % 2 == 1] = 0  # inside a string
-        depth = int(np.cumsum(steps).max(initial=0))
-        if depth > limits.depth:
-            raise JsonTooLarge(f"The body nests {depth} levels deep; at most {limits.depth} are accepted.")
+
+
+_CHUNK = 1 << 16
+
+
+def _longest_string(text: bytes) -> int:
+    """The bytes between the quotes of the longest string (escapes dropped before)."""
+    longest, opened = 0, None
+    for start in range(0, len(text), _CHUNK):
+        part = np.frombuffer(text, dtype=np.uint8, count=min(_CHUNK, len(text) - start), offset=start)
+        quotes = np.flatnonzero(part == _QUOTE) + start
+        if opened is not None:
+            quotes = np.concatenate(([opened], quotes))
+        opened = int(quotes[-1]) if len(quotes) % 2 else None
+        pairs = len(quotes) // 2 * 2
+        if pairs:
+            longest = max(longest, int((quotes[1:pairs:2] - quotes[0:pairs:2]).max()) - 1)
+    return longest
+
+
+def _deepest(skeleton: bytes) -> int:
+    """The deepest level of brackets outside strings, in a skeleton of quotes and brackets."""
+    deepest = level = 0
+    inside = False
+    for start in range(0, len(skeleton), _CHUNK):
+        part = np.frombuffer(skeleton, dtype=np.int8, count=min(_CHUNK, len(skeleton) - start), offset=start)
+        quotes = part == _QUOTE
+        steps = (part == _OPEN).astype(np.int32) - (part == _CLOSE)
+        within = np.cumsum(quotes, dtype=np.int32) % 2 == (0 if inside else 1)
+        steps[within] = 0  # brackets inside a string are text
+        levels = np.cumsum(steps, dtype=np.int64) + level
+        deepest = max(deepest, int(levels.max()))
+        level = int(levels[-1])
+        inside = inside != bool(quotes.sum() % 2)
+    return deepest
 
 
 _BRACES = bytes.maketrans(b"{}", b"[]")
