@@ -96,15 +96,21 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    document=JSON_VALUES, limit=st.integers(min_value=1, max_value=8), chunk=st.sampled_from([3, 7, 1 << 16])
+    document=JSON_VALUES,
+    limit=st.integers(min_value=1, max_value=8),
+    chunk=st.sampled_from([3, 7, 1 << 16]),
+    few=st.sampled_from([0, 4096]),
 )
-def test_the_depth_read_from_the_text_is_the_documents(document: Any, limit: int, chunk: int) -> None:
+def test_the_depth_read_from_the_text_is_the_documents(
+    document: Any, limit: int, chunk: int, few: int
+) -> None:
     """Strings full of brackets, quotes and backslashes never change the depth read from the text,
-    nor does where the scan's chunks happen to end."""
+    split at its quotes or scanned in chunks (wherever the chunks happen to end)."""
     data = json.dumps(document).encode()
     limits = JsonLimits(depth=limit, string_bytes=10_000)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(body, "_CHUNK", chunk)
+        patch.setattr(body, "_FEW_STRINGS", few)  # 0: every body scanned in chunks
         if depth_of(document) > limit:
             with pytest.raises(JsonTooLarge):
                 check_shape(data, limits)

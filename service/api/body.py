@@ -110,35 +110,60 @@ def check_shape(data: bytes, limits: JsonLimits) -> None:
     Read from the text before any parser recurses into it, in passes of C over
     its bytes: escapes are dropped (an escaped quote ends no string), the
     quotes then pair up into strings, and the brackets outside them give the
-    depth. Only a body longer than a limit is scanned for it, and only one with
-    more brackets than the depth limit is measured, a chunk at a time, so that
-    the scan needs no more memory than the body itself, whatever its shape.
-    What is not valid JSON is left for the parser to name. About 30 µs for a
-    1,000-row batch of 22 KB.
+    depth. Only a body longer than a limit is checked for it. A body of few
+    strings is split at its quotes; one of many is scanned with NumPy a chunk
+    at a time, so that the check never needs more than about two copies of the
+    body, whatever its shape. What is not valid JSON (an unterminated string)
+    is left for the parser to name. About 80 µs for a 1,000-row batch of 22 KB, 1 µs for one row.
     """
     deep = len(data) > limits.depth  # no deeper than its length
     long = len(data) > limits.string_bytes
     if not (deep or long):
         return
     text = _ESCAPE.sub(b"", data) if b"\\" in data else data
-    if long:
-        longest = _longest_string(text)
-        if longest > limits.string_bytes:
-            raise JsonTooLarge(
-                f"A string in the body is {longest} bytes long; at most {limits.string_bytes} are accepted."
-            )
-    if deep:
+    quotes = text.count(b'"')
+    if quotes % 2:
+        return
+    if quotes <= _FEW_STRINGS * 2:
+        pieces = text.split(b'"')  # strings at the odd places
+        longest = max(map(len, pieces[1::2]), default=0)
+        outside = b"".join(pieces[0::2]) if quotes else text
+    else:
+        longest = _longest_string(text) if long else 0
+        outside = None
+    if long and longest > limits.string_bytes:
+        raise JsonTooLarge(
+            f"A string in the body is {longest} bytes long; at most {limits.string_bytes} are accepted."
+        )
+    if not deep:
+        return
+    if outside is not None:
+        # Opening brackets become +1, closing ones -1, the rest goes: the levels are its running sum.
+        steps = outside.translate(_STEPS, _NOT_BRACKETS)
+        depth = _running_max(steps) if steps.count(b"\x01") > limits.depth else 0
+    else:
         # "{" and "}" become "[" and "]": the skeleton holds only quotes and brackets.
-        skeleton = text.translate(_BRACES, _NOT_STRUCTURAL)
-        if skeleton.count(b"[") > limits.depth:  # else it cannot nest deeper
-            depth = _deepest(skeleton)
-            if depth > limits.depth:
-                raise JsonTooLarge(
-                    f"The body nests {depth} levels deep; at most {limits.depth} are accepted."
-                )
+        depth = _deepest(text.translate(_BRACES, _NOT_STRUCTURAL))
+    if depth > limits.depth:
+        raise JsonTooLarge(f"The body nests {depth} levels deep; at most {limits.depth} are accepted.")
 
 
+# Up to this many strings, a body is split at its quotes (a list of that many pieces).
+_FEW_STRINGS = 4096
 _CHUNK = 1 << 16
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def _running_max(steps: bytes) -> int:
+    """The highest running sum of ``steps`` (bytes read as int8: 1 or -1)."""
+    deepest = level = 0
+    for start in range(0, len(steps), _CHUNK):
+        part = np.frombuffer(steps, dtype=np.int8, count=min(_CHUNK, len(steps) - start), offset=start)
+        levels = np.cumsum(part, dtype=np.int64)
+        deepest = max(deepest, level + int(levels.max()))
+        level += int(levels[-1])
+    return deepest
 
 
 def _longest_string(text: bytes) -> int:
