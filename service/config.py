@@ -121,9 +121,13 @@ def _rate_limits(raw: str) -> str:
     return text
 
 
+# Rate limit storages: in this process's memory, or Redis (service.api.limits).
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
+
+
 def _storage_uri(raw: str) -> str:
     uri = raw.strip()
-    if not uri.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+    if not uri.startswith(("memory://", *REDIS_SCHEMES)):
         # The value may hold a password: it is not repeated in the message.
         raise ValueError("must start with memory://, redis://, rediss:// or redis+unix://")
     return uri

@@ -137,6 +137,12 @@ def test_the_openapi_document_declares_429_where_limits_apply(limited: Callable[
     assert "429" not in document["paths"]["/health"]["get"]["responses"]
 
 
+def test_a_rows_budget_alone_declares_429_on_the_json_routes_only(limited: Callable[..., Flask]) -> None:
+    paths = limited(rate_limit_rows="1000/minute").test_client().get("/openapi.json").get_json()["paths"]
+    assert "429" in paths["/v1/models/iris/predict/batch"]["post"]["responses"]
+    assert "429" not in paths["/v1/models/{name}/predict/csv"]["post"]["responses"]
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("SERVICE_RATE_LIMIT", "lots"), ("SERVICE_RATE_LIMIT_ROWS", "10 per fortnight")],

@@ -104,5 +104,5 @@ def current_client() -> Client | None:
 
 
 def client_name() -> str | None:
-    client = g.get("client")
+    client = current_client()
     return None if client is None else client.name

@@ -19,7 +19,8 @@ from flask import Flask, request
 from flask.wrappers import Response
 from flask_cors import CORS
 
-PREDICTION_BLUEPRINTS = ("predict", "csv_predict")
+from service.api.limits import PREDICTION_BLUEPRINTS
+
 ALLOWED_HEADERS = ("Content-Type", "X-API-Key", "Authorization", "X-Request-ID")
 EXPOSED_HEADERS = (
     "X-Request-ID",

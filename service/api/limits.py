@@ -31,9 +31,10 @@ from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from service.config import Settings
+from service.config import REDIS_SCHEMES, Settings
 
 PREDICTION_BLUEPRINTS = ("predict", "csv_predict")
+ROWS_BLUEPRINTS = ("predict",)  # the JSON routes, which know their rows before they answer
 READ_BLUEPRINTS = ("models", "docs", "pages")
 # A dead storage answers every request with an error: one log line per this many seconds.
 LOG_EVERY_SECONDS = 10.0
@@ -76,7 +77,8 @@ class _StorageErrors(logging.Filter):
             return False
         self._last_logged = now
         record.msg = (
-            f"rate limit storage unreachable, requests let through (logged once in 10 s): {record.msg}"
+            "rate limit storage unreachable, requests let through "
+            f"(logged once in {LOG_EVERY_SECONDS:g} s): {record.msg}"
         )
         return True
 
@@ -93,7 +95,7 @@ def init_app(app: Flask, settings: Settings, on_storage_error: Callable[[], None
     if not (settings.rate_limit or settings.rate_limit_read or settings.rate_limit_rows):
         return None
     storage_options: dict[str, Any] = {}
-    if settings.rate_limit_storage.startswith(("redis://", "rediss://", "redis+unix://")):
+    if settings.rate_limit_storage.startswith(REDIS_SCHEMES):
         # A Redis that does not answer must not hold requests: give up quickly, fail open.
         storage_options = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
     limiter = Limiter(
@@ -116,14 +118,17 @@ def init_app(app: Flask, settings: Settings, on_storage_error: Callable[[], None
         for name in PREDICTION_BLUEPRINTS:
             if name in blueprints:
                 shared(blueprints[name])
-    if settings.rate_limit_rows and "predict" in blueprints:
-        limiter.shared_limit(
+    if settings.rate_limit_rows:
+        rows = limiter.shared_limit(
             settings.rate_limit_rows,
             scope="prediction-rows",
             cost=_rows_charged,
             deduct_when=_charge_when_answered,
             override_defaults=False,
-        )(blueprints["predict"])
+        )
+        for name in ROWS_BLUEPRINTS:
+            if name in blueprints:
+                rows(blueprints[name])
     if settings.rate_limit_read:
         shared = limiter.shared_limit(settings.rate_limit_read, scope="reads")
         for name in READ_BLUEPRINTS:
@@ -131,7 +136,8 @@ def init_app(app: Flask, settings: Settings, on_storage_error: Callable[[], None
                 shared(blueprints[name])
     # For the OpenAPI document: the blueprints whose routes may answer 429.
     app.extensions[EXTENSION_KEY] = frozenset(
-        (PREDICTION_BLUEPRINTS if settings.rate_limit or settings.rate_limit_rows else ())
+        (PREDICTION_BLUEPRINTS if settings.rate_limit else ())
+        + (ROWS_BLUEPRINTS if settings.rate_limit_rows else ())
         + (READ_BLUEPRINTS if settings.rate_limit_read else ())
     )
     return limiter

@@ -112,8 +112,15 @@ def _problems(errors: tuple[type[Exception], ...]) -> dict[int, tuple[ProblemTyp
 
     A route lists the exceptions it may meet; any route may fail unexpectedly (500).
     """
-    kinds: list[ProblemType] = []
-    for kind in (*map(problem_type, errors), INTERNAL_ERROR):
+    return _by_status([], errors, INTERNAL_ERROR)
+
+
+def _by_status(
+    kinds: list[ProblemType], errors: tuple[type[Exception], ...], *more: ProblemType
+) -> dict[int, tuple[ProblemType, ...]]:
+    """``kinds``, then the problem types of ``errors`` and ``more`` not among them, by status."""
+    kinds = list(kinds)
+    for kind in (*map(problem_type, errors), *more):
         if kind is not None and kind not in kinds:
             kinds.append(kind)
     statuses = sorted({kind.status for kind in kinds})
@@ -197,12 +204,8 @@ def build_document(
 
 def _with_errors(doc: OperationDoc, errors: list[type[Exception]]) -> OperationDoc:
     """The route's own problems and those the app adds to it (keys, rate limits)."""
-    kinds = [kind for kinds in doc.errors.values() for kind in kinds]
-    for kind in map(problem_type, errors):
-        if kind is not None and kind not in kinds:
-            kinds.append(kind)
-    statuses = sorted({kind.status for kind in kinds})
-    return replace(doc, errors={status: tuple(k for k in kinds if k.status == status) for status in statuses})
+    own = [kind for kinds in doc.errors.values() for kind in kinds]
+    return replace(doc, errors=_by_status(own, tuple(errors)))
 
 
 def _openapi_path(rule: Rule) -> str:
