@@ -7,7 +7,7 @@ export SERVICE_MODEL_STORE ?= model_store
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test train lint verify screenshots bench browser-deps bench-deps redis-deps ci-deps clean
+.PHONY: help serve test train lint verify screenshots bench proto browser-deps bench-deps redis-deps ci-deps clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,9 +21,9 @@ $(BIN)/.dev: requirements.txt requirements-dev.txt $(BIN)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-serve: $(BIN)/.runtime ## Serve the models on 127.0.0.1:8000 (trains the demo models if the store has none)
+serve: $(BIN)/.runtime ## Serve the models on 127.0.0.1:8000, and gRPC on 8001 (trains the demo models if the store has none)
 	$(BIN)/flask --app wsgi models demo --if-empty
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	SERVICE_GRPC_PORT=$${SERVICE_GRPC_PORT-8001} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 train: $(BIN)/.runtime ## (Re)train the demo models into the model store
 	$(BIN)/flask --app wsgi models demo --force
@@ -44,11 +44,15 @@ screenshots: $(BIN)/.dev browser-deps ## Save screenshots of /docs, /redoc, the 
 bench: $(BIN)/.runtime bench-deps ## Benchmark the service against the tutorial Flask app and a bare WSGI app (report in bench/results/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+proto: $(BIN)/.dev ## Regenerate the gRPC modules from service/v2/grpc_predict_v2.proto
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. service/v2/grpc_predict_v2.proto
+
 browser-deps: ## Install Debian's headless Chromium for the browser tests (no browser download)
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core)
 
-bench-deps: ## Install Debian's wrk, the load generator the benchmark drives
+bench-deps: ## Install Debian's wrk and h2load (HTTP/2, for gRPC), the load generators the benchmark drives
 	@command -v wrk >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
+	@command -v h2load >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nghttp2-client)
 
 redis-deps: ## Install Debian's redis-server, which the rate limit tests start on a free port
 	@command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)

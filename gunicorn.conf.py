@@ -36,7 +36,7 @@ from gunicorn import util
 from prometheus_client import multiprocess
 from threadpoolctl import threadpool_limits
 
-from service.app import start_worker, unservable_reason
+from service.app import start_worker, stop_worker, unservable_reason
 from service.logs import logging_config
 from service.models.onnx_runtime import hold_sessions_until_fork
 from service.state import EXTENSION_KEY
@@ -190,11 +190,13 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    # A gracefully stopped worker writes out its queued audit lines first,
-    # finishing a moment before the master would kill it.
-    audit = server.app.wsgi().extensions[EXTENSION_KEY].audit
+    # A gracefully stopped worker finishes its gRPC calls, then writes out its
+    # queued audit lines, finishing a moment before the master would kill it.
+    app = server.app.wsgi()
+    killed_at = getattr(worker, "killed_at", None) or time.monotonic() + settings.graceful_timeout
+    stop_worker(app, grace=max(0.0, killed_at - time.monotonic() - 2.0))
+    audit = app.extensions[EXTENSION_KEY].audit
     if audit is not None:
-        killed_at = getattr(worker, "killed_at", None) or time.monotonic() + settings.graceful_timeout
         audit.close(deadline=killed_at - 1.0)
 
 
@@ -204,5 +206,6 @@ def post_fork(server, worker):
     # (see service.models.registry). Each worker may now use its share of the
     # cores; workers x model threads should not exceed the core count.
     threadpool_limits(limits=settings.model_threads)
-    # Now, not on the first request: compiled models start their sessions here.
+    # Now, not on the first request: compiled models start their sessions here,
+    # and the worker's gRPC server (SERVICE_GRPC_PORT) its threads.
     start_worker(server.app.wsgi())

@@ -3,7 +3,9 @@
 The rows come from ``sklearn.datasets`` (shipped with scikit-learn, no download),
 drawn with a fixed seed, features in the manifest's order, and only rows inside
 the manifest's ranges: the service refuses anything else, and the point is to
-measure answers, not refusals.
+measure answers, not refusals. The single rows are also written as the Open
+Inference Protocol's bodies (bench/v2_wire.py): V2 JSON, the binary tensor
+extension's, and one gRPC message.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn import datasets
 
+from bench import v2_wire
 from bench.store import MODELS
 
 SEED = 20240601
@@ -39,11 +42,23 @@ class BodyError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class V2Bodies:
+    """The single rows as the Open Inference Protocol's bodies, first row first in each."""
+
+    json: Path  # one V2 JSON body per line, for bench/post.lua
+    binary: Path  # binary extension bodies back to back, for bench/post_binary.lua
+    binary_size: int  # bytes of each: they are all the same size
+    binary_header: int  # bytes of JSON at the start of each (Inference-Header-Content-Length)
+    grpc: Path  # one length-prefixed ModelInferRequest, for h2load (it sends one file)
+
+
+@dataclass(frozen=True)
 class Scenario:
     model: str
     rows: int  # rows per request; 1 is a single-row request to /predict
     connections: int
     bodies: Path
+    v2: V2Bodies | None = None  # the same rows over the Open Inference Protocol, if measured so
 
     @property
     def batch(self) -> bool:
@@ -66,6 +81,7 @@ class ModelBodies:
     batch: Path
     single_rows: np.ndarray  # the rows of the single bodies, one per body
     batch_matrix: np.ndarray  # the rows of the first batch body
+    v2: V2Bodies
 
 
 def _service_name(column: str) -> str:
@@ -108,7 +124,26 @@ def write_bodies(model: str, manifest: dict[str, Any], directory: Path) -> Model
     batch = directory / f"{model}-batch.jsonl"
     single.write_text("".join(json.dumps({"features": row}) + "\n" for row in single_rows.tolist()))
     batch.write_text("".join(json.dumps({"instances": matrix.tolist()}) + "\n" for matrix in batches))
-    return ModelBodies(model, single, batch, single_rows, batches[0])
+    v2 = write_v2_bodies(model, single_rows, directory)
+    return ModelBodies(model, single, batch, single_rows, batches[0], v2)
+
+
+def write_v2_bodies(model: str, single_rows: np.ndarray, directory: Path) -> V2Bodies:
+    """The single rows over the Open Inference Protocol, in the order of the v1 bodies."""
+    json_path = directory / f"{model}-single-v2.jsonl"
+    json_path.write_text("".join(json.dumps(v2_wire.json_body(row)) + "\n" for row in single_rows))
+    binary = [v2_wire.binary_body(row) for row in single_rows]
+    # Same shape, same JSON header: a file of equal-size bodies that post_binary.lua cuts by size.
+    sizes = {(len(body), header) for body, header in binary}
+    if len(sizes) != 1:
+        raise BodyError(f"{model}: binary bodies of different sizes {sorted(sizes)}")
+    (binary_size, binary_header) = sizes.pop()
+    binary_path = directory / f"{model}-single-v2.bin"
+    binary_path.write_bytes(b"".join(body for body, _ in binary))
+    # h2load posts one file to every request: the first row, as the other checks send first.
+    grpc_path = directory / f"{model}-single.grpc"
+    grpc_path.write_bytes(v2_wire.grpc_frame(v2_wire.grpc_request(model, single_rows[0])))
+    return V2Bodies(json_path, binary_path, binary_size, binary_header, grpc_path)
 
 
 def first_body(path: Path) -> bytes:

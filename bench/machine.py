@@ -69,6 +69,15 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0].removeprefix("wrk ").strip() if first else "unknown"
 
 
+def h2load_version() -> str:
+    try:
+        done = subprocess.run(["h2load", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    first = done.stdout.splitlines()[:1]
+    return first[0].removeprefix("h2load ").strip() if first else "unknown"
+
+
 def header_lines() -> list[tuple[str, str]]:
     lines = [
         ("Date (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")),
@@ -78,6 +87,7 @@ def header_lines() -> list[tuple[str, str]]:
     ]
     lines += [(name, package_version(name)) for name in PACKAGES]
     lines.append(("wrk version", wrk_version()))
+    lines.append(("h2load version", h2load_version()))
     lines += [("Native pool", pool) for pool in blas_pools()]
     for variable in BLAS_VARIABLES:
         if variable in os.environ:

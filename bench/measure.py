@@ -1,4 +1,5 @@
-"""The measurements: wrk runs with the server's CPU time around them, memory after a load, threads.
+"""The measurements: wrk (or h2load) runs with the server's CPU time around them, memory after a load,
+threads.
 
 Every figure is taken with the server idle before and after (a backlog left by
 one run must not be charged to the next), and every failure becomes a failed
@@ -12,14 +13,16 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import wrk
+from bench import h2load, wrk
 from bench.bodies import BATCH_ROWS, ModelBodies, Scenario
 from bench.mlp import NAME as MLP_NAME
 from bench.model_alone import time_model
-from bench.plan import Planned
+from bench.plan import GRPC_WIRE, V2_BINARY_WIRE, Contender, Planned
 from bench.procs import IDLE_TIMEOUT, Server, ready, running, start
 from bench.results import Memory, Sample, Series, ThreadsSection, ThreadsVariant, WorkerThreads
 from local_gunicorn import ServerError
@@ -40,27 +43,59 @@ def settle(server: Server) -> None:
         say(f"warning: {server.name} still busy {IDLE_TIMEOUT:.0f}s after its load stopped; carrying on")
 
 
+Load = Callable[..., wrk.WrkResult | h2load.H2loadResult]  # called with seconds=: what the run measured
+
+
+def load_of(server: Server, scenario: Scenario, contender: Contender | None) -> Load:
+    """How ``contender`` (None: the scenario's own route) loads ``server``: wrk over HTTP/1.1,
+    with post.lua or, for the binary tensor extension, post_binary.lua; h2load for gRPC."""
+    connections = scenario.connections
+    if contender is None:
+        return partial(wrk.run, server.base_url, scenario.path, scenario.bodies, connections=connections)
+    path, bodies = contender.path(scenario), contender.bodies(scenario)
+    if contender.wire == GRPC_WIRE:
+        return partial(h2load.run, server.grpc_url, path, bodies, connections=connections)
+    if contender.wire == V2_BINARY_WIRE:
+        assert scenario.v2 is not None  # contender.bodies found them
+        sizes = (str(scenario.v2.binary_size), str(scenario.v2.binary_header))
+        return partial(
+            wrk.run,
+            server.base_url,
+            path,
+            bodies,
+            connections=connections,
+            script=wrk.BINARY_SCRIPT,
+            script_args=sizes,
+        )
+    return partial(wrk.run, server.base_url, path, bodies, connections=connections)
+
+
 def measure(
-    server: Server, scenario: Scenario, *, seconds: int, warmup: int, path: str | None = None
+    server: Server, scenario: Scenario, *, seconds: int, warmup: int, contender: Contender | None = None
 ) -> Sample:
-    """A warm-up (not measured), then one measured wrk run with the server's CPU time around it;
-    ``path``: another path than the scenario's (the same route with a query, say)."""
+    """A warm-up (not measured), then one measured run with the server's CPU time around it;
+    ``contender``: asked its way (another route, query or protocol) rather than the scenario's."""
     if not server.alive():
         return Sample.failed(f"{server.name} is not running (exit {server.proc.returncode})")
-    url, bodies, connections = server.base_url, scenario.bodies, scenario.connections
-    path = path or scenario.path
+    run = load_of(server, scenario, contender)
+    grpc = contender is not None and contender.wire == GRPC_WIRE
     try:
         if warmup:
-            wrk.run(url, path, bodies, connections=connections, seconds=warmup)
+            run(seconds=warmup)
             # When wrk stops, the requests it left queued are still served: let them finish
             # before the clock starts, or their CPU time lands on the measured requests.
             settle(server)
+        failed_calls = server.grpc_failures() if grpc else 0
         before = server.cpu_seconds()
-        result = wrk.run(url, path, bodies, connections=connections, seconds=seconds)
+        result = run(seconds=seconds)
         after = server.cpu_seconds()
         # Likewise, this server's backlog must not eat into the next server's run.
         settle(server)
-    except wrk.WrkError as error:
+        if grpc:
+            # An HTTP 200 to h2load, but an error answer all the same, as a non-2xx is to wrk.
+            failed_calls = server.grpc_failures() - failed_calls
+    # OSError, ValueError: the service's /metrics did not answer, or not as expected.
+    except (wrk.WrkError, h2load.H2loadError, OSError, ValueError) as error:
         return Sample.failed(str(error))
     finally:
         server.trim_log()
@@ -76,7 +111,7 @@ def measure(
         p50_ms=result.p50_us / 1000,
         p99_ms=result.p99_us / 1000,
         cpu_us_per_request=(after - before) / result.requests * 1e6,
-        non_2xx=result.non_2xx,
+        non_2xx=result.non_2xx + failed_calls,
         socket_errors=result.socket_errors,
     )
 
@@ -100,7 +135,7 @@ def interleave(
                     planned.scenario,
                     seconds=args.duration,
                     warmup=args.warmup,
-                    path=contender.path(planned.scenario),
+                    contender=contender,
                 )
                 found[(planned.label, contender.label)].append(sample)
                 say(

@@ -78,6 +78,12 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
             f"-t min(connections, 2), --timeout {wrk.REQUEST_TIMEOUT}",
         ),
         (
+            "h2load runs (gRPC)",
+            "the same durations and interleaving; -c connections -m 1 -t min(connections, 2) -D SECONDS, "
+            "one body (-d), headers content-type: application/grpc and te: trailers; req/s, p50 and "
+            "p99 from its --log-file",
+        ),
+        (
             "Service",
             f"gunicorn -c gunicorn.conf.py wsgi:app: gthread, {args.workers} workers x {args.threads} "
             "threads, "
@@ -90,6 +96,13 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
             "service compact: the same server, batch routes with ?format=compact; service batching off: "
             "SERVICE_BATCHING=off; service onnx: SERVICE_RUNTIME=onnx, the models compiled by "
             "`flask --app wsgi models compile` (service onnx compact: its batch routes with ?format=compact)",
+        ),
+        (
+            "Open Inference Protocol",
+            "the service's server, which also serves gRPC (SERVICE_GRPC_PORT): service v2 json: POST "
+            "/v2/models/NAME/infer, one FP64 [1, n] tensor; service v2 binary: the same with the binary "
+            "tensor extension, every output as bytes (bench/post_binary.lua); service grpc: "
+            "GRPCInferenceService/ModelInfer with raw_input_contents, loaded by h2load",
         ),
         (
             "tutorial",
@@ -110,7 +123,8 @@ def settings_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
         (
             "Bodies",
             f"per model {SINGLE_BODIES} single rows and {BATCH_BODIES} batches of {BATCH_ROWS} rows from "
-            f"sklearn.datasets (seed {SEED}), cycled by bench/post.lua",
+            f"sklearn.datasets (seed {SEED}), cycled by bench/post.lua (post_binary.lua for the binary "
+            "extension's); h2load sends the first single row's gRPC message every time",
         ),
         ("Store", f"{args.source_store} (its demo models copied into the run's temporary folder)"),
     ]

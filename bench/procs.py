@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 import local_gunicorn
 from bench.bodies import Scenario, first_body
 from bench.plan import SERVICE_SETTINGS
 from bench.store import MODELS
-from local_gunicorn import REPO_ROOT, clean_env, free_port, stat_fields, status_value
+from local_gunicorn import REPO_ROOT, clean_env, free_port, request, stat_fields, status_value
 
 BASELINE_CONF = REPO_ROOT / "bench" / "gunicorn_baseline.conf.py"
 UNFROZEN_CONF = str(REPO_ROOT / "bench" / "gunicorn_unfrozen.conf.py")
@@ -34,10 +36,43 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_INTERVAL = 0.25
 IDLE_SHARE = 0.1
 IDLE_TIMEOUT = 30.0
+# The service's count of gRPC calls by method and status code (see service/api/metrics.py).
+GRPC_CALLS = "sklearn_service_grpc_requests"
 
 
 class Server(local_gunicorn.Server):
     """A server under measurement: its whole process tree's CPU time, memory and threads."""
+
+    grpc_port: int | None = None  # set when the service also serves gRPC (SERVICE_GRPC_PORT)
+
+    @property
+    def grpc_address(self) -> str:
+        if self.grpc_port is None:
+            raise ValueError(f"{self.name} does not serve gRPC")
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"http://{self.grpc_address}"
+
+    def grpc_failures(self, method: str = "ModelInfer") -> int:
+        """The ``method`` calls every worker has answered with another status than OK so far,
+        from the service's /metrics: h2load, which loads gRPC, sees HTTP statuses only."""
+        status, text = request(self.url("/metrics"))
+        if status != 200:
+            raise ValueError(f"{self.name} answered {status} to GET /metrics")
+        failed = 0
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name != GRPC_CALLS:
+                continue
+            for sample in family.samples:
+                if (
+                    sample.name.endswith("_total")
+                    and sample.labels.get("method") == method
+                    and sample.labels.get("code") != "OK"
+                ):
+                    failed += int(sample.value)
+        return failed
 
     def trim_log(self, limit: int = 64 * 1024 * 1024) -> None:
         """Empty the log once it is large: the service logs one line per request, and a long
@@ -223,14 +258,21 @@ def start(
     *,
     workers: int | None = None,
     cwd: Path = REPO_ROOT,
+    grpc: bool = False,
     **settings: str,
 ) -> Server:
-    """The server a name stands for ("service...", "bare...", "tutorial..."), with the run's settings.
+    """The server a name stands for ("service...", "bare...", "tutorial..."), with the run's settings;
+    ``grpc``: a service serves gRPC too, on a free port of its own (``Server.grpc_port``).
 
     A service's variant (batching off, ONNX) comes from ``SERVICE_SETTINGS`` by its exact
     name; any other service name (the memory and threads sections') runs scikit-learn."""
     workers = workers or args.workers
+    if grpc and not name.startswith("service"):
+        raise ValueError(f"only the service serves gRPC, not {name!r}")
     if name.startswith("service"):
+        grpc_port = free_port() if grpc else None
+        if grpc_port is not None:
+            settings = {**settings, "SERVICE_GRPC_PORT": str(grpc_port)}
         production = {
             "SERVICE_MODELS": ",".join(MODELS),
             "SERVICE_MODEL_THREADS": str(args.model_threads),
@@ -240,7 +282,7 @@ def start(
         }
         # "service-unfrozen": the same service without gc.freeze(), to show what it saves.
         config = UNFROZEN_CONF if name.startswith("service-unfrozen") else local_gunicorn.SERVICE_CONFIG
-        return start_service(
+        server = start_service(
             name,
             args.store,
             logs,
@@ -250,6 +292,8 @@ def start(
             cwd=cwd,
             **{**production, **settings},
         )
+        server.grpc_port = grpc_port
+        return server
     if name.startswith("tutorial"):
         return start_tutorial(name, args.store, logs, workers=workers, model_threads=args.model_threads)
     if name.startswith(("bare", "flask-arrays")):

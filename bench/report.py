@@ -1,5 +1,5 @@
 """The markdown report: settings, one table row per scenario and contender, the goals, and the sections
-(the model alone, memory, model threads)."""
+(the Open Inference Protocol, the model alone, memory, model threads)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from bench.goals import goals
 from bench.model_alone import ModelTiming
 from bench.plan import SERVICE, Planned
 from bench.results import Memory, Series, ThreadsSection, cpu, ratio_median, rows, rps
-from bench.sections import memory_lines, memory_pair, threads_lines
+from bench.sections import memory_lines, memory_pair, open_inference_lines, threads_lines
 from bench.table import number, rate, ratio, table
 
 GOAL_MEMORY_RATIO = 1.5  # an earlier goal: total PSS with 4 workers at most 1.5x with 1 worker
@@ -133,6 +133,8 @@ def render(report: Report) -> str:
         "",
     ]
     lines += table(GOAL_HEAD, goal_rows(report))
+    lines += ["", "## Open Inference Protocol", ""]
+    lines += open_inference_lines(report.plan, report.series)
     lines += ["", "## The model alone", ""]
     lines += [
         "`predict_proba` timed in one process on the same rows, native pools at the workers' "

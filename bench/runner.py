@@ -19,7 +19,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import wrk
+from bench import h2load, wrk
 from bench.bodies import BodyError, Scenario, write_bodies
 from bench.checks import check_answers
 from bench.machine import header_lines
@@ -28,7 +28,7 @@ from bench.mlp import NAME as MLP_NAME
 from bench.mlp import ensure_mlp
 from bench.model_alone import time_model
 from bench.options import parse_args, settings_lines
-from bench.plan import Planned, build_plan, servers_of
+from bench.plan import Planned, build_plan, grpc_servers, servers_of
 from bench.procs import Server, ready, start
 from bench.report import Report, render
 from bench.store import MODELS, compile_onnx, copy_models, load
@@ -88,12 +88,18 @@ def prepare_store(
 
 
 def start_servers(
-    names: list[str], args: argparse.Namespace, logs: Path, probe: Scenario, stack: contextlib.ExitStack
+    names: list[str],
+    args: argparse.Namespace,
+    logs: Path,
+    probe: Scenario,
+    stack: contextlib.ExitStack,
+    grpc: set[str] | None = None,
 ) -> tuple[dict[str, Server], dict[str, str]]:
-    """Every server of the plan, up and ready; the ONNX one may fail (its rows are then n/a)."""
+    """Every server of the plan, up and ready, those named in ``grpc`` serving gRPC too; the ONNX
+    one may fail (its rows are then n/a)."""
     servers = {}
     for name in names:
-        servers[name] = start(name, args, logs)
+        servers[name] = start(name, args, logs, grpc=name in (grpc or set()))
         stack.callback(servers[name].stop)
     unavailable = {}
     for name, server in list(servers.items()):
@@ -108,8 +114,14 @@ def start_servers(
     return servers, unavailable
 
 
+def describe_server(server: Server) -> str:
+    grpc = f" and gRPC {server.grpc_url}" if server.grpc_port is not None else ""
+    return f"{server.name} {server.base_url}{grpc} (pid {server.proc.pid})"
+
+
 def run(args: argparse.Namespace, work: Path) -> Report:
     wrk.wrk_binary()
+    h2load.h2load_binary()
     ensure_demo_models(args.store)
     if not args.quick:
         # A store of its own: the bench-only model never joins the models `make serve` serves.
@@ -139,9 +151,9 @@ def run(args: argparse.Namespace, work: Path) -> Report:
     logs = work / "logs"
     with contextlib.ExitStack() as stack:
         names = [name for name in servers_of(plan) if name not in unavailable]
-        servers, failed = start_servers(names, args, logs, plan[0].scenario, stack)
+        servers, failed = start_servers(names, args, logs, plan[0].scenario, stack, grpc_servers(plan))
         report.unavailable.update(failed)
-        say("servers up: " + ", ".join(f"{s.name} {s.base_url} (pid {s.proc.pid})" for s in servers.values()))
+        say("servers up: " + ", ".join(describe_server(server) for server in servers.values()))
         estimators = {name: stored[name].estimator for name in MODELS}
         report.notes += check_answers(servers, plan, estimators)
 
@@ -175,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
             report = run(args, Path(scratch))
-    except (BenchError, BodyError, ServerError, wrk.WrkError) as error:
+    except (BenchError, BodyError, ServerError, wrk.WrkError, h2load.H2loadError) as error:
         say(f"benchmark aborted: {error}")
         return 2
     text = render(report)

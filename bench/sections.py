@@ -1,10 +1,55 @@
-"""The report's memory and model threads sections (see bench/README.md)."""
+"""The report's Open Inference Protocol, memory and model threads sections (see bench/README.md)."""
 
 from __future__ import annotations
 
 from bench.mlp import HIDDEN_LAYERS
-from bench.results import Memory, ThreadsSection, cpu, rows, rps
-from bench.table import number, rate, table
+from bench.plan import GRPC, OPEN_INFERENCE, SERVICE, V2_BINARY, V2_JSON, Planned
+from bench.results import Memory, Series, ThreadsSection, cpu, ratio_median, rows, rps
+from bench.table import number, rate, ratio, table
+
+PROTOCOLS = {SERVICE: "v1 JSON", V2_JSON: "V2 JSON", V2_BINARY: "V2 binary", GRPC: "gRPC"}
+
+
+def open_inference_lines(plan: list[Planned], series: dict[tuple[str, str], Series]) -> list[str]:
+    """Per scenario that asks the service over the Open Inference Protocol, each protocol's req/s and
+    CPU per request, and its ratios to v1's (within each run, then the median). No goal: a comparison."""
+    lines = [
+        "The service's server and the same single rows, asked four ways: its v1 JSON route "
+        "(`POST /v1/models/NAME/predict`), V2 JSON (`POST /v2/models/NAME/infer`), V2 binary (that "
+        "route with the binary tensor extension: raw float64s after a JSON header, outputs as raw "
+        "bytes) and gRPC (`ModelInfer` with raw input contents, loaded by h2load over HTTP/2 instead "
+        "of wrk). Medians over runs; each ratio to v1 is taken within a run, then the median: above "
+        "1.00x, more requests per second, or more CPU per request, than v1. For information, not a "
+        "goal. The load generator shares the cores with the server, and h2load's cost per request "
+        "is not wrk's: CPU µs/req, the server's alone, compares the protocols more fairly than req/s.",
+        "",
+    ]
+    body = []
+    for planned in plan:
+        asked = [c.label for c in planned.contenders if c.label in OPEN_INFERENCE]
+        if not set(asked) - {SERVICE}:
+            continue
+        v1 = series.get((planned.label, SERVICE))
+        for label in sorted(asked, key=OPEN_INFERENCE.index):
+            found = series.get((planned.label, label))
+            if found is None:
+                body.append([planned.label, PROTOCOLS[label]] + ["-"] * 4)
+                continue
+            versus = v1 is not None and label != SERVICE
+            body.append(
+                [
+                    planned.label,
+                    PROTOCOLS[label],
+                    rate(found.median(rps)),
+                    number(found.median(cpu)),
+                    ratio(ratio_median(found, v1, rps)) if versus else "-",
+                    ratio(ratio_median(found, v1, cpu)) if versus else "-",
+                ]
+            )
+    if not body:
+        return ["Not measured."]
+    head = ("Scenario", "Protocol", "req/s", "CPU µs/req", "req/s ÷ v1", "CPU µs/req ÷ v1")
+    return lines + table(head, body)
 
 
 def memory_lines(memory: list[Memory]) -> list[str]:

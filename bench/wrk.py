@@ -1,4 +1,4 @@
-"""Running wrk with bench/post.lua and reading the one JSON line its done() prints."""
+"""Running wrk with bench/post.lua (or post_binary.lua) and reading the one JSON line its done() prints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "post.lua"
+# The binary tensor extension's bodies: cut by size, sent with their header length.
+BINARY_SCRIPT = LUA_SCRIPT.with_name("post_binary.lua")
 REQUEST_TIMEOUT = "10s"
 # wrk stops itself after its duration; this only catches a wrk that hangs.
 GRACE_SECONDS = 60
@@ -48,8 +50,18 @@ def wrk_binary() -> str:
     return found
 
 
-def run(url: str, path: str, bodies: Path, *, connections: int, seconds: int) -> WrkResult:
-    """Load ``url + path`` for ``seconds`` with ``connections`` keep-alive connections."""
+def run(
+    url: str,
+    path: str,
+    bodies: Path,
+    *,
+    connections: int,
+    seconds: int,
+    script: Path = LUA_SCRIPT,
+    script_args: tuple[str, ...] = (),
+) -> WrkResult:
+    """Load ``url + path`` for ``seconds`` with ``connections`` keep-alive connections; ``script``
+    is given the bodies, the path, then ``script_args``."""
     argv = [
         wrk_binary(),
         "-t",
@@ -61,11 +73,12 @@ def run(url: str, path: str, bodies: Path, *, connections: int, seconds: int) ->
         "--timeout",
         REQUEST_TIMEOUT,
         "-s",
-        str(LUA_SCRIPT),
+        str(script),
         url,
         "--",
         str(bodies),
         path,
+        *script_args,
     ]
     try:
         done = subprocess.run(

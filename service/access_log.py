@@ -60,25 +60,53 @@ def _record(environ: dict[str, Any], answered: list[Any], duration: float) -> by
     status, headers = answered if answered else ("", ())
     code = status[:3]
     request_id = next((value for name, value in headers if name.lower() == _REQUEST_ID), None)
-    method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+    return record_line(
+        request_id=request_id,
+        method=environ.get("REQUEST_METHOD"),
+        path=environ.get("PATH_INFO"),
+        route=environ.get("service.route"),
+        status=int(code) if code.isdigit() else None,
+        duration=duration,
+        model=environ.get("service.model"),
+        version=environ.get("service.model_version"),
+        remote_addr=environ.get("REMOTE_ADDR"),
+        # The API client's name (never its key), when keys are on (service.api.auth).
+        client=environ.get("service.client"),
+    )
+
+
+def record_line(
+    *,
+    request_id: str | None,
+    method: str | None,
+    path: str | None,
+    route: str | None,
+    status: int | str | None,
+    duration: float,
+    model: str | None,
+    version: str | None,
+    remote_addr: str | None,
+    client: str | None,
+) -> bytes:
+    """One access record, a JSON line. A gRPC call's (``service.v2.grpc_service``) has the
+    name of its status code for ``status``."""
     return orjson.dumps(
         {
             "level": "INFO",
             "logger": LOGGER,
-            "message": f"{method} {path} {code}",
+            "message": f"{method} {path} {'' if status is None else status}",
             # Read at each record: a worker is a fork of the process that built the app.
             "pid": os.getpid(),
             "request_id": request_id,
             "method": method,
             "path": path,
-            "route": environ.get("service.route"),
-            "status": int(code) if code.isdigit() else None,
+            "route": route,
+            "status": status,
             "duration": round(duration, 6),
-            "model": environ.get("service.model"),
-            "version": environ.get("service.model_version"),
-            "remote_addr": environ.get("REMOTE_ADDR"),
-            # The API client's name (never its key), when keys are on (service.api.auth).
-            "client": environ.get("service.client"),
+            "model": model,
+            "version": version,
+            "remote_addr": remote_addr,
+            "client": client,
             "timestamp": datetime.now(UTC).isoformat(),
         },
         option=orjson.OPT_APPEND_NEWLINE,

@@ -33,8 +33,9 @@ from service.models.batching import Batching
 from service.models.core import PredictionCore
 from service.models.onnx_runtime import start_sessions
 from service.state import EXTENSION_KEY, ServiceState
+from service.v2 import rest as v2_rest
 
-__all__ = ["ServiceFlask", "create_app", "start_worker", "unservable_reason"]
+__all__ = ["ServiceFlask", "create_app", "start_worker", "stop_worker", "unservable_reason"]
 
 
 class ServiceFlask(Flask):
@@ -111,6 +112,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(predict.bp)
     app.register_blueprint(csv_predict.bp)
     app.register_blueprint(docs.bp)
+    v2_rest.init_app(app)
     if settings.demo:
         app.register_blueprint(pages.bp)
     headers.init_app(app, settings.cors_origins)
@@ -121,11 +123,31 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 
 def start_worker(app: Flask) -> None:
-    """In a server's worker, just forked: start what the master held back (compiled models' sessions)."""
+    """In a server's worker, just forked: start what the master held back (compiled models'
+    sessions, the gRPC server when ``SERVICE_GRPC_PORT`` is set)."""
     current: ServiceState = app.extensions[EXTENSION_KEY]
     entries = current.registry.entries()
     start_sessions([entry.model for entry in entries if entry.model is not None])
-    app.extensions[metrics.EXTENSION_KEY].show_runtimes(entries)
+    recorded = app.extensions[metrics.EXTENSION_KEY]
+    recorded.show_runtimes(entries)
+    if current.settings.grpc_port is not None:
+        # Imported here: grpcio's threads must never start in the master (see the module).
+        from service.v2.grpc_server import start_grpc
+
+        guard = auth.guard_of(app)
+        app.extensions[GRPC_KEY] = start_grpc(current, recorded, guard.ring if guard is not None else None)
+
+
+def stop_worker(app: Flask, grace: float) -> None:
+    """In a worker that is stopping: its gRPC server refuses new calls and finishes those in flight."""
+    server = app.extensions.pop(GRPC_KEY, None)
+    if server is not None:
+        from service.v2.grpc_server import stop_grpc
+
+        stop_grpc(server, grace)
+
+
+GRPC_KEY = "service.grpc"
 
 
 def unservable_reason(app: Flask) -> str | None:

@@ -197,6 +197,9 @@ class Settings:
     # Server process (read by gunicorn.conf.py)
     host: str = "127.0.0.1"
     port: int = 8000
+    # The Open Inference Protocol over gRPC, served by every worker on this port
+    # (service.v2.grpc_server); off when None.
+    grpc_port: int | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Requests waiting for a gathered model call hold a thread each, and such a
     # thread costs little (its stack is reserved, not used): enough of them that
@@ -258,15 +261,27 @@ class Settings:
                 shown = variable if variable in _SECRET_VARIABLES else f"{variable}={raw!r}"
                 raise ConfigError(f"{shown} is not valid: {error}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.grpc_port is not None and settings.grpc_port == settings.port:
+            raise ConfigError(
+                f"SERVICE_GRPC_PORT={settings.grpc_port} is the HTTP port (PORT): give gRPC its own"
+            )
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     @property
     def bind(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{self._host}:{self.port}"
+
+    @property
+    def grpc_bind(self) -> str | None:
+        return None if self.grpc_port is None else f"{self._host}:{self.grpc_port}"
+
+    @property
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
 
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -289,6 +304,7 @@ _ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SERVICE_BATCH_MAX_WAIT_MS": ("batch_max_wait_ms", _milliseconds),
     "HOST": ("host", str.strip),
     "PORT": ("port", _port),
+    "SERVICE_GRPC_PORT": ("grpc_port", _port),
     "SERVICE_WORKERS": ("workers", _positive_int),
     "SERVICE_THREADS": ("threads", _positive_int),
     "SERVICE_MODEL_THREADS": ("model_threads", _positive_int),

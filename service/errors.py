@@ -23,9 +23,13 @@ class ServiceError(Exception):
 
 
 class ModelNotFound(ServiceError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"No model named {name!r} is served.")
+    def __init__(self, name: str, version: str | None = None, served: str | None = None) -> None:
+        if version is None:
+            super().__init__(f"No model named {name!r} is served.")
+        else:
+            super().__init__(f"Model {name!r} version {version} is not served (version {served} is).")
         self.name = name
+        self.version = version
 
 
 class ModelNotReady(ServiceError):
@@ -216,3 +220,8 @@ class UnreadableBody(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     pass
+
+
+class InvalidTensor(ServiceError):
+    """An Open Inference Protocol request whose tensors cannot be rows: a wrong shape, datatype,
+    element count or name, an unknown output. The values' faults are ``InvalidInput``'s."""

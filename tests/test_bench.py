@@ -11,14 +11,17 @@ answers and profiles.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench import h2load, v2_wire
 from bench.bodies import dataset_rows
 from bench.checks import difference, normalise
 from bench.measure import threads_used
@@ -30,10 +33,11 @@ from service.models.store import ModelStore
 from tests.servers import REPO_ROOT
 
 RUN_TIMEOUT = 480  # a quick run takes one to three minutes (compiling included); this only stops a hung one
+OPEN_INFERENCE = ("service v2 json", "service v2 binary", "service grpc")
 QUICK_ROWS = (
     {
         ("iris single @8", contender)
-        for contender in ("service", "service batching off", "tutorial", "bare arrays")
+        for contender in ("service", "service batching off", "tutorial", "bare arrays", *OPEN_INFERENCE)
     }
     | {
         ("iris batch 1000 @1", contender)
@@ -80,8 +84,9 @@ def section_rows(report: str, title: str) -> list[list[str]]:
 
 @pytest.mark.integration
 def test_quick_benchmark_measures_every_contender(tmp_path: Path, demo_store_path: Path) -> None:
-    # CI installs wrk (make ci-deps -> bench-deps): a missing one is a broken set-up, not a skip.
+    # CI installs wrk and h2load (make ci-deps -> bench-deps): a missing one is a broken set-up, not a skip.
     assert shutil.which("wrk"), "wrk is not installed: run make bench-deps"
+    assert shutil.which("h2load"), "h2load is not installed: run make bench-deps"
     out = tmp_path / "results"
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--store", str(demo_store_path)],
@@ -116,6 +121,16 @@ def test_quick_benchmark_measures_every_contender(tmp_path: Path, demo_store_pat
     for text in QUICK_GOALS:
         measured = goals[text][2]
         assert measured.endswith("x") and float(measured[:-1]) > 0, goals[text]
+    # Every protocol of the same server measured, and each compared with v1 within the run.
+    protocols = {(cells[0], cells[1]): cells for cells in section_rows(report, "Open Inference Protocol")}
+    assert set(protocols) == {
+        ("iris single @8", name) for name in ("v1 JSON", "V2 JSON", "V2 binary", "gRPC")
+    }
+    for key, cells in protocols.items():
+        assert float(cells[2]) > 0 and float(cells[3]) > 0, (key, cells)  # req/s, CPU µs/req
+        if key[1] != "v1 JSON":
+            assert all(cell.endswith("x") and float(cell[:-1]) > 0 for cell in cells[4:]), (key, cells)
+    assert "PASS" not in report.split("## Open Inference Protocol", 1)[1].split("\n## ", 1)[0]
     assert "## Problems" not in report  # includes the check that every contender answers alike
     # The demo store it was given is left as it was: the run compiled a copy.
     assert not list(demo_store_path.rglob("*.onnx"))
@@ -141,6 +156,56 @@ def test_every_answer_shape_reads_as_the_same_labels_and_probabilities() -> None
         assert difference(expected, normalise(answer, IRIS_KEYS), 1e-9) is None
     single = normalise({"prediction": "setosa", "probabilities": [0.9, 0.1, 0.0]}, IRIS_KEYS)
     assert single == (["setosa"], [{"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0}])
+
+
+def test_open_inference_answers_read_as_labels_and_probabilities() -> None:
+    """The three ways the protocol answers one row, read into the bare app's shape for the check."""
+    expected = {"predictions": ["setosa"], "probabilities": [[0.9, 0.1, 0.0]]}
+    label = b"setosa"
+    labels_raw = len(label).to_bytes(4, "little") + label
+    probabilities_raw = np.array([0.9, 0.1, 0.0], dtype="<f8").tobytes()
+    outputs = [
+        {"name": "predict", "datatype": "BYTES", "shape": [1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [1, 3]},
+    ]
+    as_json = {"outputs": [{**outputs[0], "data": ["setosa"]}, {**outputs[1], "data": [0.9, 0.1, 0.0]}]}
+    assert v2_wire.read_json(as_json) == expected
+    head = json.dumps(
+        {
+            "outputs": [
+                {**outputs[0], "parameters": {"binary_data_size": len(labels_raw)}},
+                {**outputs[1], "parameters": {"binary_data_size": len(probabilities_raw)}},
+            ]
+        }
+    ).encode()
+    assert v2_wire.read_binary(len(head), head + labels_raw + probabilities_raw) == expected
+    with pytest.raises(v2_wire.AnswerError):
+        v2_wire.read_binary(len(head), head + labels_raw + probabilities_raw + b"\0")
+    # gRPC's answers are read in the quick run only: this process holds tritonclient's messages,
+    # registered under the same package name as the service's (see bench/v2_wire.py).
+
+
+def test_open_inference_bodies_carry_the_row() -> None:
+    row = np.array([5.1, 3.5, 1.4, 0.2])
+    assert v2_wire.json_body(row)["inputs"][0] == {
+        "name": "input",
+        "shape": [1, 4],
+        "datatype": "FP64",
+        "data": [5.1, 3.5, 1.4, 0.2],
+    }
+    body, header = v2_wire.binary_body(row)
+    assert len(body) == header + 32 and np.frombuffer(body[header:], dtype="<f8").tolist() == row.tolist()
+    assert b'"binary_data_size":32' in body[:header] and b'"binary_data_output":true' in body[:header]
+
+
+def test_h2load_log_gives_requests_latency_and_failures() -> None:
+    # start (µs since the epoch), HTTP status (-1: failed stream), µs until the end of the response
+    log = "".join(f"17000000{i:08d}\t200\t{1000 + i}\n" for i in range(98)) + "1\t503\t50\n2\t-1\t7\n"
+    result = h2load.parse(log, seconds=2)
+    assert (result.requests, result.non_2xx, result.socket_errors) == (99, 1, 1)
+    assert result.requests_per_second == 49.5
+    assert 1040 <= result.p50_us <= 1060 and result.p99_us >= 1090
+    assert h2load.parse("", seconds=1).requests == 0
 
 
 def test_a_different_label_or_probability_is_named() -> None:

@@ -26,7 +26,7 @@ from service.errors import NotAuthenticated, NotPermitted
 from service.keyring import Client, KeyRing
 
 # Blueprint -> group; a path no route matches belongs to the API (an unknown client learns nothing).
-_GROUPS = {"health": "probes", "metrics": "metrics", "docs": "docs", "pages": "docs"}
+_GROUPS = {"health": "probes", "v2_health": "probes", "metrics": "metrics", "docs": "docs", "pages": "docs"}
 # Routes of the default model, which name no model in their path.
 _DEFAULT_MODEL_ROUTES = {"predict.predict_default", "predict.predict_default_batch", "models.metadata"}
 HEADER = "X-API-Key"

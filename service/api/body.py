@@ -68,14 +68,26 @@ def read_json(request: Request, limits: JsonLimits | None = None) -> JsonBody:
     (413) before more than the limit is buffered; one that nests deeper or holds
     a longer string than ``limits`` allow raises ``JsonTooLarge`` (413) before it is parsed.
     """
+    check_encoding(request)
+    if not request.is_json:
+        sent = request.mimetype or "no Content-Type"
+        raise UnsupportedMediaType(f"Expected Content-Type: application/json, got {sent}.")
+    data = body_bytes(request)
+    return decode_json(data, limits)
+
+
+def check_encoding(request: Request) -> None:
+    """Refuse a compressed body (``UnsupportedMediaType``): its size would say nothing of its content's."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported; send the body uncompressed."
         )
-    if not request.is_json:
-        sent = request.mimetype or "no Content-Type"
-        raise UnsupportedMediaType(f"Expected Content-Type: application/json, got {sent}.")
+
+
+def body_bytes(request: Request) -> bytes:
+    """The whole body; over the app's ``MAX_CONTENT_LENGTH`` raises ``RequestEntityTooLarge``
+    before more than the limit is buffered."""
     data = request.get_data(cache=False)
     limit = request.max_content_length
     # Werkzeug cuts a chunked body at the limit without an error; one more byte
@@ -83,6 +95,11 @@ def read_json(request: Request, limits: JsonLimits | None = None) -> JsonBody:
     chunked = request.content_length is None
     if chunked and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
+    return data
+
+
+def decode_json(data: bytes, limits: JsonLimits | None = None) -> JsonBody:
+    """``data`` decoded as JSON, strictly; raises ``MalformedRequest`` or ``JsonTooLarge``."""
     if not data.strip():
         raise MalformedRequest("The request body is empty; send a JSON document.")
     if limits is not None:

@@ -20,6 +20,7 @@ from werkzeug.wsgi import wrap_file
 from service.api.auth import client_name
 from service.api.csv_upload import CSV_MEDIA_TYPE, UploadBody, open_source
 from service.api.openapi import RUNTIME_HEADER, documented
+from service.api.predict import note_model
 from service.api.problems import INTERNAL_ERROR, problem_type
 from service.api.query import CsvQuery, parsed_query
 from service.api.streaming import streamed
@@ -123,8 +124,7 @@ def predict_csv(name: str) -> Response:
     query = parsed_query(request, csv=True)
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
-    g.model, g.model_version = model.name, model.version
-    request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
+    note_model(model)
     body = UploadBody(request, current.settings.max_upload_bytes)
     headers = {
         "Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"',

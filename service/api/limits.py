@@ -33,9 +33,9 @@ from flask_limiter.util import get_remote_address
 
 from service.config import REDIS_SCHEMES, Settings
 
-PREDICTION_BLUEPRINTS = ("predict", "csv_predict")
-ROWS_BLUEPRINTS = ("predict",)  # the JSON routes, which know their rows before they answer
-READ_BLUEPRINTS = ("models", "docs", "pages")
+PREDICTION_BLUEPRINTS = ("predict", "csv_predict", "v2_infer")
+ROWS_BLUEPRINTS = ("predict", "v2_infer")  # the JSON routes, which know their rows before they answer
+READ_BLUEPRINTS = ("models", "v2", "docs", "pages")
 # A dead storage answers every request with an error: one log line per this many seconds.
 LOG_EVERY_SECONDS = 10.0
 

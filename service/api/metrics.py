@@ -72,6 +72,16 @@ class ServiceMetrics(Observer):
             "http_requests_in_flight", "Requests being answered now.", multiprocess_mode="livesum", **common
         )
         self.errors = Counter("http_errors", "Error answers, by problem type.", ["type"], **common)
+        self.grpc_requests = Counter(
+            "grpc_requests", "gRPC calls answered, by status code.", ["method", "code"], **common
+        )
+        self.grpc_request_duration = Histogram(
+            "grpc_request_duration_seconds",
+            "Time to answer a gRPC call, in the service.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            **common,
+        )
         self.rate_limit_storage_errors = Counter(
             "rate_limit_storage_errors",
             "Rate limit checks that could not reach their storage; the requests were let through.",

@@ -30,11 +30,12 @@ from service.api.answers import ProblemSchema, compact_schema, prediction_schema
 from service.api.auth import HEADER as API_KEY_HEADER
 from service.api.auth import guard_of
 from service.api.limits import rate_limited
-from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, ProblemType, problem_type
+from service.api.problems import INTERNAL_ERROR, PROBLEM_MEDIA_TYPE, V2_STATUSES, ProblemType, problem_type
 from service.api.request_ids import HEADER as REQUEST_ID_HEADER
 from service.errors import NotAuthenticated, NotPermitted
 from service.models import LoadedModel
 from service.models.rules import observed_range
+from service.v2.schemas import V2ErrorSchema, V2InferenceRequestSchema
 
 OPENAPI_VERSION = "3.1.0"
 # On prediction answers: what computed them (see service.models.onnx_runtime).
@@ -71,6 +72,7 @@ class OperationDoc:
     alternatives: tuple[str, ...]  # other media types the route answers with, e.g. text/html
     request_body: dict[str, Any] | None  # for non-JSON bodies (prediction routes build their own)
     query: type[Schema] | None  # the query string's schema, one parameter per field
+    protocol_errors: bool  # errors as the Open Inference Protocol writes them, {"error": message}
 
 
 def documented(
@@ -85,8 +87,12 @@ def documented(
     alternatives: tuple[str, ...] = (),
     request_body: dict[str, Any] | None = None,
     query: type[Schema] | None = None,
+    protocol_errors: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Attach the OpenAPI description of a view; the view's docstring becomes its description."""
+    """Attach the OpenAPI description of a view; the view's docstring becomes its description.
+
+    ``media_type=""``: the answer has no body (the V2 health routes).
+    """
 
     def attach(view: Callable[..., Any]) -> Callable[..., Any]:
         view.openapi = OperationDoc(  # type: ignore[attr-defined]
@@ -101,6 +107,7 @@ def documented(
             alternatives=alternatives,
             request_body=request_body,
             query=query,
+            protocol_errors=protocol_errors,
         )
         return view
 
@@ -143,6 +150,8 @@ def build_document(
         },
     )
     spec.components.schema("Problem", schema=ProblemSchema)
+    spec.components.schema("V2Error", schema=V2ErrorSchema)
+    spec.components.schema("V2InferenceRequest", schema=V2InferenceRequestSchema)
     spec.components.header(
         REQUEST_ID_HEADER,
         {
@@ -165,6 +174,13 @@ def build_document(
     spec.tag({"name": "models", "description": "The served models and their metadata."})
     spec.tag({"name": "health", "description": "Liveness and readiness probes."})
     spec.tag({"name": "docs", "description": "This documentation."})
+    spec.tag(
+        {
+            "name": "v2",
+            "description": "The Open Inference Protocol (KServe V2), with Triton's binary tensor extension. "
+            'Errors are `{"error": message}`.',
+        }
+    )
 
     guard = guard_of(app)
     if guard is not None:
@@ -224,6 +240,18 @@ def _responses(doc: OperationDoc, ok: dict[str, Any]) -> dict[str, Any]:
         answered = {**headers, RUNTIME_HEADER: {"$ref": f"#/components/headers/{RUNTIME_HEADER}"}}
     responses = {"200": {**ok, "headers": answered}}
     for status, kinds in doc.errors.items():
+        if doc.protocol_errors:
+            status = V2_STATUSES.get(status, status)
+            # The protocol's error object has no type to name: the kinds by their titles.
+            described = " ".join(f"{kind.title}." for kind in kinds)
+            if str(status) in responses:  # 422 joins 400
+                described = f"{responses[str(status)]['description']} {described}"
+            responses[str(status)] = {
+                "description": described,
+                "headers": headers,
+                "content": {"application/json": {"schema": "V2Error"}},
+            }
+            continue
         responses[str(status)] = {
             "description": " ".join(f"`/problems/{kind.slug}`: {kind.when}" for kind in kinds),
             "headers": headers,
@@ -233,7 +261,10 @@ def _responses(doc: OperationDoc, ok: dict[str, Any]) -> dict[str, Any]:
 
 
 def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
-    if doc.response is not None:
+    content: dict[str, Any]
+    if not doc.media_type:
+        content = {}
+    elif doc.response is not None:
         content = {doc.media_type: {"schema": doc.response}}
     else:
         content = {doc.media_type: {"schema": {"type": "string"}}}
@@ -244,7 +275,9 @@ def _operation(doc: OperationDoc, rule: Rule) -> dict[str, Any]:
         "description": doc.description,
         "tags": [doc.tag],
         "operationId": rule.endpoint.replace(".", "_"),
-        "responses": _responses(doc, {"description": "OK", "content": content}),
+        "responses": _responses(
+            doc, {"description": "OK", "content": content} if content else {"description": "OK"}
+        ),
     }
     if doc.request_body is not None:
         operation["requestBody"] = doc.request_body

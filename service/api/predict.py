@@ -94,9 +94,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     current = state()
     model = current.registry.get(name)  # one snapshot for the whole request
     # For the log lines of this request (app and access log).
-    g.model, g.model_version = model.name, model.version
-    g.model_runtime = model.runtime
-    request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
+    note_model(model)
     rows = rows_from_body(
         read_json(request, JsonLimits(current.settings.max_json_depth, current.settings.max_string_bytes)),
         model.manifest.feature_names,
@@ -121,8 +119,15 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     return answer
 
 
+def note_model(model: LoadedModel) -> None:
+    """Name the request's model for its log lines, its access record and the runtime header."""
+    g.model, g.model_version = model.name, model.version
+    g.model_runtime = model.runtime
+    request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
+
+
 @bp.after_request
-def _runtime_header(response: Response) -> Response:
+def runtime_header(response: Response) -> Response:
     """Prediction answers say what computed them: onnx or sklearn."""
     if "model_runtime" in g:
         response.headers[RUNTIME_HEADER] = g.model_runtime

@@ -7,6 +7,11 @@ when a client meets it; the OpenAPI document's error responses are written from
 it (``service.api.openapi``), so a new kind of error is declared once, here. Unexpected exceptions are
 logged with their traceback and answered with a request id only: internals
 never reach the client.
+
+The Open Inference Protocol's routes (``/v2``) answer errors as that protocol
+says, ``{"error": "message"}``, with the same statuses but one: the protocol
+answers values that do not fit the model with 400, not 422. Its gRPC side maps
+the same table to gRPC status codes (``grpc_code``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Flask, g, jsonify, request
 from flask.wrappers import Response
 from werkzeug.exceptions import (
@@ -27,6 +33,7 @@ from werkzeug.exceptions import (
 
 from service.errors import (
     InvalidInput,
+    InvalidTensor,
     JsonTooLarge,
     MalformedRequest,
     ModelLoadError,
@@ -125,6 +132,13 @@ PROBLEM_TYPES: dict[type[Exception], ProblemType] = {
         "The client is over a rate limit (`SERVICE_RATE_LIMIT`, `SERVICE_RATE_LIMIT_ROWS`, "
         "`SERVICE_RATE_LIMIT_READ`); `Retry-After` gives the seconds to wait.",
     ),
+    InvalidTensor: ProblemType(
+        400,
+        "invalid-tensor",
+        "Invalid tensor",
+        "An Open Inference Protocol tensor does not fit the model: its name, shape, datatype or "
+        "element count, or an output the model does not have.",
+    ),
     UnsupportedMediaType: ProblemType(
         415,
         "unsupported-media-type",
@@ -169,9 +183,58 @@ def problem_type(error: type[BaseException]) -> ProblemType | None:
     return None
 
 
+# A problem's status -> the gRPC status code of the same meaning (by name, from grpc.StatusCode).
+GRPC_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT",
+    422: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def grpc_code(error: BaseException) -> str:
+    """The gRPC status code's name for ``error``: that of its problem type's status, INTERNAL if none."""
+    kind = problem_type(type(error)) or INTERNAL_ERROR
+    return GRPC_CODES.get(kind.status, "INTERNAL")
+
+
+# The Open Inference Protocol's routes, whose errors are {"error": message}.
+V2_PREFIX = "/v2"
+# The protocol's status for a problem status where the two differ.
+V2_STATUSES = {422: 400}
+
+
+def v2_route() -> bool:
+    return request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/")
+
+
+def protocol_message(error: ServiceError) -> str:
+    """The error's one-line message for the Open Inference Protocol: its detail, and its faults."""
+    return _with_faults(error.detail, error.errors if isinstance(error, InvalidInput) else None)
+
+
+def _with_faults(detail: str, errors: Any) -> str:
+    return f"{detail} {orjson.dumps(errors).decode()}" if errors else detail
+
+
 def _problem(kind: ProblemType, detail: str, *, status: int | None = None, **extra: Any) -> Response:
     g.problem_type = kind.slug  # for the error metrics and the log
     status = status or kind.status
+    if v2_route():
+        # One message carries what a problem's members would: the faults, the request id.
+        detail = _with_faults(detail, extra.get("errors"))
+        if extra.get("request_id") and str(extra["request_id"]) not in detail:
+            detail = f"{detail} (request id {extra['request_id']})"
+        response = jsonify({"error": detail})
+        response.status_code = V2_STATUSES.get(status, status)
+        return response
     body = {"type": f"/problems/{kind.slug}", "title": kind.title, "status": status, "detail": detail}
     body.update(extra)
     response = jsonify(body)
