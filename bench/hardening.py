@@ -12,7 +12,9 @@ then the request under test, streamed up and read back as it arrives:
 - the costliest CSV shapes within the limits (1,000 columns of two-character
   cells, plain and quoted; 1 MiB lines; short rows under 1,000 columns);
 - JSON bodies just under the 4 MiB limit that cost the most to read (300,000
-  unknown keys, a million empty objects, a row of two million numbers).
+  unknown keys, a million empty objects, a row of two million numbers), and the
+  Open Inference Protocol's costliest tensors (two million numbers, a million
+  nested lists, a million strings).
 
 ``--repo`` runs another checkout of the service (an older commit, say) with
 this script, to compare before and after on the same machine.
@@ -201,7 +203,18 @@ def _json_bodies() -> dict[str, tuple[str, bytes]]:
             "/predict/batch",
             b'{"instances": [[' + b",".join([b"1"] * (limit // 2 - 16)) + b"]]}",
         ),
+        # The Open Inference Protocol's tensors: one row (within the rows limit) of every element.
+        "V2 tensor of 2 million one-digit numbers": _v2_tensor("FP64", b"1", 2, limit),
+        "V2 tensor of a million nested one-element lists": _v2_tensor("FP64", b"[1]", 4, limit),
+        "V2 BYTES tensor of a million one-letter strings": _v2_tensor("BYTES", b'"a"', 4, limit),
     }
+
+
+def _v2_tensor(datatype: str, element: bytes, size: int, limit: int) -> tuple[str, bytes]:
+    """A V2 inference request of one [1, N] tensor whose elements, ``size`` bytes each, fill ``limit``."""
+    count = limit // size - 32
+    head = f'{{"inputs":[{{"name":"input","shape":[1,{count}],"datatype":"{datatype}","data":['
+    return "/v2/models/iris/infer", head.encode() + b",".join([element] * count) + b"]}]}"
 
 
 def report(outcomes: list[Outcome], repo: Path) -> str:

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from local_gunicorn import free_port
@@ -234,6 +236,42 @@ def test_grpc_errors_map_to_status_codes(
         client.infer(model, [tensor])
     assert raised.value.status() == f"StatusCode.{code}"
     assert words in raised.value.message()
+
+
+def test_grpc_typed_contents_are_answered_in_typed_contents(served: Served) -> None:
+    """ModelInfer with the elements in InferTensorContents rather than raw bytes (tritonclient's own
+    messages and stub, without its client class, which always sends raw bytes)."""
+    rows = typical_rows(served, "iris")
+    request = service_pb2.ModelInferRequest(model_name="iris", model_version="1", id="typed")
+    tensor = request.inputs.add(name="input", datatype="FP64", shape=[len(rows), 4])
+    tensor.contents.fp64_contents.extend(value for row in rows for value in row)
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=20)
+        assert not response.raw_output_contents
+        predict, proba = response.outputs
+        expected = expected_outputs(served, "iris", rows)
+        assert (predict.datatype, list(predict.shape)) == ("BYTES", [3])
+        assert [label.decode() for label in predict.contents.bytes_contents] == expected["predict"].tolist()
+        assert list(proba.contents.fp64_contents) == expected["predict_proba"].reshape(-1).tolist()
+        mixed = service_pb2.ModelInferRequest(model_name=MIXED_MODEL)
+        for name, datatype, field, values in [
+            ("size", "FP32", "fp32_contents", [2.5]),
+            ("count", "INT32", "int_contents", [3]),
+            ("flag", "BOOL", "bool_contents", [False]),
+            ("colour", "BYTES", "bytes_contents", [b"red"]),
+        ]:
+            getattr(mixed.inputs.add(name=name, datatype=datatype, shape=[1]).contents, field).extend(values)
+        answer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(mixed, timeout=20)
+        v1 = v1_predictions(served, MIXED_MODEL, [{"size": 2.5, "count": 3, "flag": False, "colour": "red"}])
+        assert [label.decode() for label in answer.outputs[0].contents.bytes_contents] == v1["predictions"]
+        mixed.inputs[0].datatype = "FP64"  # its elements are still in fp32_contents
+        with pytest.raises(grpc.RpcError) as raised:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(mixed, timeout=20)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            raised.value.details()
+            == "Input 'size' is FP64: its elements go in fp64_contents, not fp32_contents."
+        )
 
 
 def test_grpc_messages_and_rows_over_the_limits(served: Served) -> None:

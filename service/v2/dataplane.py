@@ -30,10 +30,10 @@ from service import __version__
 from service.errors import InvalidInput, InvalidTensor, ModelNotFound, ModelNotReady, TooManyRows, listing
 from service.models import LoadedModel, ServedModel
 from service.models.core import PredictionCore
-from service.models.json_rows import check_rows
+from service.models.json_rows import JsonRows
 from service.models.manifest import Feature
 from service.models.registry import ModelRegistry
-from service.models.rules import Checked, RowErrors, RuleSet
+from service.models.rules import RowErrors, RuleSet
 from service.v2.tensors import INTEGERS, NUMERIC, Output, Tensor, datatype_of, output
 
 SERVER_NAME = "sklearn-model-service"
@@ -200,23 +200,15 @@ def within_rows_limit(shapes: Sequence[Sequence[int]], max_rows: int) -> int:
 
 
 @dataclass(frozen=True)
-class TensorRows:
-    """The rows a request's tensors hold, in manifest order, for the prediction core.
+class TensorRows(JsonRows):
+    """The rows a request's tensors hold, in manifest order: judged as JSON rows are.
 
     ``numbers_only``: every value is a number (from a number tensor), so that
     the rule set may judge whole columns without checking each value's type.
     """
 
-    rows: list[list[Any]]
-    numbers_only: bool = False
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def check(self, rules: RuleSet, *, strict: bool = True) -> Checked:
-        return check_rows(rules, self.rows, strict=strict, numbers_only=self.numbers_only)
-
     def refuse(self, errors: RowErrors) -> InvalidInput:
+        # The protocol's error is one message: the faults follow it (service.api.problems).
         return InvalidInput(
             f"{len(errors)} of {len(self.rows)} rows are invalid; the faults by row index and feature:",
             {str(index): fields for index, fields in errors.items()},

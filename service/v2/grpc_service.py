@@ -232,6 +232,13 @@ def read_inputs(request: pb.ModelInferRequest) -> list[Any]:
                 "send raw_input_contents."
             )
         values = list(getattr(tensor.contents, field))
+        if not values:
+            sent = [other for other, _ in tensor.contents.ListFields()]
+            if sent:
+                raise InvalidTensor(
+                    f"Input {tensor.name!r} is {tensor.datatype}: its elements go in {field}, "
+                    f"not {sent[0].name}."
+                )
         if tensor.datatype == "BYTES":
             try:
                 values = [value.decode("utf-8") for value in values]
