@@ -377,6 +377,7 @@ def _tensor(**changes: Any) -> dict[str, Any]:
         (_tensor(data={"a": 1}), 400, "must be a list"),
         (_tensor(shape=[1, -4]), 400, "Must be greater than or equal to 0"),
         (_tensor(shape=[1.0, 4]), 400, "shape"),
+        (_tensor(shape=[1, 10**4000, 10**4000]), 400, "more than 281474976710656 elements"),
         (_tensor(data=[1e999, 3.5, 1.4, 0.2]), 400, "sepal_length"),
         (_tensor(name="sepal_length", shape=[1], data=[5.1]), 400, "'sepal_width' is missing"),
         ({"inputs": []}, 400, "inputs"),
@@ -432,6 +433,16 @@ def test_binary_bodies_that_do_not_add_up(client: FlaskClient, make: Any, words:
     response = client.post("/v2/models/iris/infer", data=data, headers={HEADER_LENGTH: str(length)})
     assert response.status_code == 400, response.data
     assert words in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("length", ["²", "9" * 5000, "-1", "1e3", ""])
+def test_a_header_length_that_is_not_a_byte_count(client: FlaskClient, length: str) -> None:
+    body = json.dumps(matrix_request(IRIS_ROWS)).encode()
+    response = client.post(
+        "/v2/models/iris/infer", data=body, headers={HEADER_LENGTH: length.encode("latin-1")}
+    )
+    assert response.status_code == 400, response.data
+    assert HEADER_LENGTH in response.get_json()["error"]
 
 
 def test_bytes_elements_that_do_not_add_up(make_app: Callable[..., Flask], mixed_store_path: Path) -> None:

@@ -15,6 +15,7 @@ request's ``binary_data_output``) comes back the same way.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -51,6 +52,7 @@ from service.v2.schemas import (
 from service.v2.tensors import from_bytes, from_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_LENGTH = re.compile(r"[0-9]{1,15}")
 BINARY_MEDIA_TYPE = "application/octet-stream"
 _REQUEST_SCHEMA = V2InferenceRequestSchema()
 
@@ -287,7 +289,8 @@ def _header_length(http: Request, size: int) -> int | None:
     sent = http.headers.get(HEADER_LENGTH)
     if sent is None:
         return None
-    if not sent.strip().isdigit() or int(sent) > size:
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few of them.
+    if not _LENGTH.fullmatch(sent.strip()) or int(sent) > size:
         raise MalformedRequest(
             f"{HEADER_LENGTH} must be the number of bytes of JSON at the start of the body (at most {size})."
         )

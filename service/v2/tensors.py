@@ -45,6 +45,7 @@ INTEGERS = frozenset(name for name, dtype in DATATYPES.items() if dtype.kind in 
 # How the protocol's JSON spells each datatype's elements.
 _JSON_KINDS = {"BOOL": "true or false", "BYTES": "strings"}
 _LENGTH = struct.Struct("<I")
+MAX_ELEMENTS = 2**48
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,10 @@ def _header(name: str, datatype: str, shape: Sequence[int]) -> tuple[np.dtype, t
         )
     if any(type(size) is not int or size < 0 for size in shape):
         raise InvalidTensor(f"Input {name!r} has shape {list(shape)}: sizes are whole numbers, 0 or more.")
-    return dtype, tuple(shape), math.prod(shape)
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:  # more than any body holds (and too long a number to write in a message)
+        raise InvalidTensor(f"Input {name!r} has a shape of more than {MAX_ELEMENTS} elements.")
+    return dtype, tuple(shape), count
 
 
 def _wrong_count(
