@@ -377,6 +377,8 @@ def _tensor(**changes: Any) -> dict[str, Any]:
         (_tensor(data={"a": 1}), 400, "must be a list"),
         (_tensor(shape=[1, -4]), 400, "Must be greater than or equal to 0"),
         (_tensor(shape=[1.0, 4]), 400, "shape"),
+        (_tensor(datatype="FP16", data=[1, 2, 3, 70000]), 400, "an element does not fit in FP16"),
+        (_tensor(datatype="UINT8", data=[1, 2, 3, -1]), 400, "an element does not fit in UINT8"),
         (_tensor(shape=[1, 10**4000, 10**4000]), 400, "more than 281474976710656 elements"),
         (_tensor(data=[1e999, 3.5, 1.4, 0.2]), 400, "sepal_length"),
         (_tensor(name="sepal_length", shape=[1], data=[5.1]), 400, "'sepal_width' is missing"),

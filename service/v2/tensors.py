@@ -108,8 +108,10 @@ def from_json(name: str, datatype: str, shape: Sequence[int], data: Any) -> Tens
         else:
             if type(None) in kinds:
                 flat = [math.nan if value is None else value for value in flat]
-            values = np.array(flat, dtype=dtype)
-    except OverflowError:
+            # A float past the datatype's range (70000 in FP16) would become infinity.
+            with np.errstate(over="raise"):
+                values = np.array(flat, dtype=dtype)
+    except (OverflowError, FloatingPointError):
         raise InvalidTensor(f"Input {name!r}: an element does not fit in {datatype}.") from None
     return Tensor(name, datatype, shape, values.reshape(shape))
 
