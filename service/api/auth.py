@@ -34,10 +34,14 @@ HEADER = "X-API-Key"
 
 def sent_key() -> str | None:
     """The key the request carries, from ``X-API-Key`` or a bearer ``Authorization``."""
-    key = request.headers.get(HEADER)
-    if key:
-        return key.strip()
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    return key_from(request.headers.get(HEADER), request.headers.get("Authorization", ""))
+
+
+def key_from(api_key: str | None, authorization: str) -> str | None:
+    """The key of an ``X-API-Key`` value, else of a bearer ``Authorization`` (gRPC metadata too)."""
+    if api_key:
+        return api_key.strip()
+    scheme, _, credentials = authorization.strip().partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return None

@@ -296,11 +296,12 @@ def handle_http_exception(error: HTTPException) -> Response:
 def handle_unexpected(error: Exception) -> Response:
     request_id = g.get("request_id")
     log.exception("unexpected error on %s %s (request id %s)", request.method, request.path, request_id)
-    return _problem(
-        INTERNAL_ERROR,
-        f"The service failed to answer this request; quote request id {request_id} when reporting it.",
-        request_id=request_id,
-    )
+    return _problem(INTERNAL_ERROR, unexpected_detail(request_id), request_id=request_id)
+
+
+def unexpected_detail(request_id: str | None) -> str:
+    """What a client is told of a fault of the service: only the request id to quote."""
+    return f"The service failed to answer this request; quote request id {request_id} when reporting it."
 
 
 def init_app(app: Flask) -> None:

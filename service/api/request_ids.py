@@ -18,9 +18,13 @@ HEADER = "X-Request-ID"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+def chosen(sent: str) -> str:
+    """The id a request goes by: the one it sent, if well-formed, else a new one (gRPC's too)."""
+    return sent if _WELL_FORMED.fullmatch(sent) else uuid.uuid4().hex
+
+
 def _assign() -> None:
-    sent = request.headers.get(HEADER, "")
-    g.request_id = sent if _WELL_FORMED.fullmatch(sent) else uuid.uuid4().hex
+    g.request_id = chosen(request.headers.get(HEADER, ""))
 
 
 def _echo(response: Response) -> Response:

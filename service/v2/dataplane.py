@@ -125,12 +125,18 @@ def output_specs(model: LoadedModel) -> list[tuple[str, str, list[int]]]:
         labels = "FP64"
     else:  # outlier detection (1 or -1), clustering (a cluster's index)
         labels = "INT64"
-    specs = [("predict", labels, shape)]
+    shapes = {"predict_proba": [-1, len(manifest.classes or ())], "decision_function": [-1]}
+    return [("predict", labels, shape)] + [(name, "FP64", shapes[name]) for name in output_names(model)[1:]]
+
+
+def output_names(model: LoadedModel) -> list[str]:
+    """The outputs the model answers with, as ``infer`` names them; ``predict`` first."""
+    names = ["predict"]
     if model.has_probabilities:
-        specs.append(("predict_proba", "FP64", [-1, len(manifest.classes or ())]))
+        names.append("predict_proba")
     if model.has_scores:
-        specs.append(("decision_function", "FP64", [-1]))
-    return specs
+        names.append("decision_function")
+    return names
 
 
 def _labels_datatype(model: LoadedModel) -> str:
@@ -157,7 +163,7 @@ def infer(
 ) -> InferenceResponse:
     """Judge and predict the request's tensors with the one prediction core; strict: one bad row
     refuses the request (``InvalidInput``), as a v1 batch does."""
-    available = [name for name, _, _ in output_specs(model)]
+    available = output_names(model)
     wanted = list(request.outputs) if request.outputs is not None else available
     unknown = [name for name in wanted if name not in available]
     if unknown:
@@ -309,13 +315,11 @@ def _check_datatype(tensor: Tensor, feature: Feature) -> None:
 def _python_values(feature: Feature, datatype: str, column: np.ndarray) -> list[Any]:
     """A column as the Python values the rule set judges (ints stay exact, NaN misses where it may)."""
     values = column.tolist()
-    if datatype in NUMERIC and datatype not in INTEGERS:
-        if feature.nullable:
+    if datatype in NUMERIC:
+        if feature.nullable and datatype not in INTEGERS:
             values = [None if value != value else value for value in values]
         if feature.type == "bool":
             values = [_bool(value) for value in values]
-    elif feature.type == "bool" and datatype in INTEGERS:
-        values = [_bool(value) for value in values]
     return values
 
 

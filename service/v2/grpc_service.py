@@ -14,9 +14,7 @@ does. Each call writes an access record like an HTTP request's.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +22,10 @@ import grpc
 import numpy as np
 
 from service.access_log import record_line, write_stdout
+from service.api import request_ids
+from service.api.auth import key_from
 from service.api.metrics import ServiceMetrics
-from service.api.problems import grpc_code, protocol_message
+from service.api.problems import grpc_code, protocol_message, unexpected_detail
 from service.errors import InvalidTensor, NotAuthenticated, NotPermitted, ServiceError
 from service.keyring import Client, KeyRing
 from service.state import ServiceState
@@ -52,7 +52,6 @@ CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PROBES = frozenset({"ServerLive", "ServerReady"})
 
 
@@ -129,8 +128,7 @@ class InferenceService(GRPCInferenceServiceServicer):
         the access record either way."""
         started = time.perf_counter()
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        sent_id = metadata.get("x-request-id", "")
-        call = _Call(sent_id if _WELL_FORMED_ID.fullmatch(sent_id) else uuid.uuid4().hex)
+        call = _Call(request_ids.chosen(metadata.get("x-request-id", "")))
         context.set_trailing_metadata((("x-request-id", call.request_id),))
         code, detail, response = "OK", None, None
         try:
@@ -145,10 +143,7 @@ class InferenceService(GRPCInferenceServiceServicer):
         except Exception:
             log.exception("unexpected error in gRPC %s (request id %s)", method, call.request_id)
             code = "INTERNAL"
-            detail = (
-                "The service failed to answer this request; "
-                f"quote request id {call.request_id} when reporting it."
-            )
+            detail = unexpected_detail(call.request_id)
         seconds = time.perf_counter() - started
         self.metrics.grpc_requests.labels(method, code).inc()
         self.metrics.grpc_request_duration.labels(method).observe(seconds)
@@ -173,10 +168,7 @@ class InferenceService(GRPCInferenceServiceServicer):
         return response
 
     def _client(self, metadata: dict[str, str]) -> Client:
-        key = metadata.get("x-api-key", "").strip() or None
-        scheme, _, credentials = metadata.get("authorization", "").strip().partition(" ")
-        if key is None and scheme.lower() == "bearer" and credentials.strip():
-            key = credentials.strip()
+        key = key_from(metadata.get("x-api-key"), metadata.get("authorization", ""))
         assert self.ring is not None
         client = self.ring.client(key)
         if client is None:
