@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -75,3 +77,47 @@ def test_a_non_finite_probability_is_a_prediction_failure(monkeypatch: pytest.Mo
     monkeypatch.setattr(model.estimator, "predict_proba", lambda rows: np.full((len(rows), 3), np.nan))
     with pytest.raises(PredictionFailed):
         model.predict(features[:2])
+
+
+class DriftingForest(RandomForestClassifier):
+    """A forest that warns each time it predicts, as a model fitted on other data may."""
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        warnings.warn("inputs drifted <b>far</b>", UserWarning, stacklevel=2)
+        return super().predict_proba(X)
+
+
+def test_a_warning_the_model_raises_is_logged_once_and_the_filters_are_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    features, target = data(3, "strings")
+    model = served(DriftingForest(n_estimators=10, random_state=0), features, target)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped the model call would raise here
+        with caplog.at_level(logging.WARNING, logger="service.models.loaded"):
+            first, again = model.predict(features[:3]), model.predict(features[3:5])
+    with pytest.warns(UserWarning, match="drifted"):
+        assert first.values.tolist() == model.estimator.predict(features[:3]).tolist()
+    assert len(again.values) == 2
+    said = [record.getMessage() for record in caplog.records]
+    assert said == ["Model model version 1 warned while predicting: UserWarning: inputs drifted <b>far</b>"]
+    assert warnings.filters == filters
+
+
+def test_the_trees_of_a_forest_see_one_warnings_filter() -> None:
+    """scikit-learn replays every filter around each tree it calls: the model call keeps them few."""
+    seen: list[int] = []
+
+    class Counting(DecisionTreeClassifier):
+        def predict_proba(self, X: Any, check_input: bool = True) -> np.ndarray:
+            seen.append(len(warnings.filters))
+            return super().predict_proba(X, check_input)
+
+    features, target = data(2, "integers")
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(features, target)
+    forest.estimators_ = [Counting().fit(features, target) for _ in range(5)]
+    model = LoadedModel(describe_estimator(forest, name="model", version="1"), forest)
+    warnings.filterwarnings("ignore", message="one of many filters")
+    model.predict(features[:2])
+    assert seen == [1] * 5
