@@ -210,7 +210,8 @@ class LoadedModel:
         filter that records everything costs a tenth of it, and a model that warns
         on every call (a feature-names mismatch, an overflow in ``exp``) then says
         so once per worker, in the log, instead of on stderr at each request.
-        Called under ``_ESTIMATOR_LOCK``: no other thread edits the filters meanwhile.
+        Called under ``_ESTIMATOR_LOCK``: no other thread predicts meanwhile (a warning
+        another thread raises during the call is recorded, and logged, with the model's).
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.resetwarnings()  # the copy catch_warnings restores on the way out
