@@ -57,6 +57,7 @@ class ServiceMetrics(Observer):
     def __init__(self) -> None:
         # In multiprocess mode the samples live in files, not in a registry.
         self.registry = None if multiprocess_mode() else CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         common: dict[str, Any] = {"namespace": NAMESPACE, "registry": self.registry}
         self.requests = Counter(
             "http_requests", "HTTP requests answered.", ["route", "method", "status"], **common
@@ -158,6 +159,16 @@ class ServiceMetrics(Observer):
             **common,
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept for the next request: prometheus_client checks and
+        converts the labels on each call (a microsecond or more, nine times a request), and
+        the label sets are few (see the module's docstring)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def show_runtimes(self, entries: list[Any]) -> None:
         for entry in entries:
             if entry.model is not None:
@@ -168,27 +179,27 @@ class ServiceMetrics(Observer):
     def scored(self, outcome: Outcome) -> None:
         model = outcome.model
         if outcome.invalid:
-            self.predictions.labels(model.name, model.version, "invalid").inc(outcome.invalid)
+            self.child(self.predictions, model.name, model.version, "invalid").inc(outcome.invalid)
         if outcome.failed:
-            self.predictions.labels(model.name, model.version, "error").inc(outcome.failed)
+            self.child(self.predictions, model.name, model.version, "error").inc(outcome.failed)
         if outcome.prediction is not None:
-            self.prediction_duration.labels(model.name).observe(outcome.seconds)
+            self.child(self.prediction_duration, model.name).observe(outcome.seconds)
             if outcome.waited is not None:
-                self.batch_wait.labels(model.name).observe(outcome.waited)
-            self.predictions.labels(model.name, model.version, "success").inc(len(outcome.rows))
+                self.child(self.batch_wait, model.name).observe(outcome.waited)
+            self.child(self.predictions, model.name, model.version, "success").inc(len(outcome.rows))
         if outcome.flags:
             flagged = Tally(name for found in outcome.flags.values() for name in found)
             for feature, count in flagged.items():
-                self.flagged_values.labels(model.name, feature).inc(count)
+                self.child(self.flagged_values, model.name, feature).inc(count)
         if outcome.prediction is not None and model.has_scores:
             outliers = int(np.count_nonzero(outcome.prediction.values == -1))
-            self.outliers.labels(model.name, model.version).inc(outliers)
+            self.child(self.outliers, model.name, model.version).inc(outliers)
 
     def finished(self, model: LoadedModel, rows: int) -> None:
-        self.rows_per_request.labels(model.name).observe(rows)
+        self.child(self.rows_per_request, model.name).observe(rows)
 
     def batched(self, model: LoadedModel, rows: int, requests: int) -> None:
-        self.batch_rows.labels(model.name).observe(rows)
+        self.child(self.batch_rows, model.name).observe(rows)
 
     def render(self) -> bytes:
         if self.registry is not None:
@@ -236,12 +247,12 @@ def _end(_: BaseException | None) -> None:
     if "status" not in g:  # no response was made (an error in another after_request hook)
         return
     method = request.method if request.method in _METHODS else "other"
-    recorded.requests.labels(g.route, method, g.status).inc()
-    recorded.request_duration.labels(g.route).observe(time.perf_counter() - g.started)
+    recorded.child(recorded.requests, g.route, method, g.status).inc()
+    recorded.child(recorded.request_duration, g.route).observe(time.perf_counter() - g.started)
     if "problem_type" in g:
-        recorded.errors.labels(g.problem_type).inc()
+        recorded.child(recorded.errors, g.problem_type).inc()
     if "client" in g:
-        recorded.client_requests.labels(g.client.name, g.status).inc()
+        recorded.child(recorded.client_requests, g.client.name, g.status).inc()
     g.pop("started")
 
 

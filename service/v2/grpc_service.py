@@ -145,10 +145,10 @@ class InferenceService(GRPCInferenceServiceServicer):
             code = "INTERNAL"
             detail = unexpected_detail(call.request_id)
         seconds = time.perf_counter() - started
-        self.metrics.grpc_requests.labels(method, code).inc()
-        self.metrics.grpc_request_duration.labels(method).observe(seconds)
+        self.metrics.child(self.metrics.grpc_requests, method, code).inc()
+        self.metrics.child(self.metrics.grpc_request_duration, method).observe(seconds)
         if call.client is not None:
-            self.metrics.client_requests.labels(call.client.name, code).inc()
+            self.metrics.child(self.metrics.client_requests, call.client.name, code).inc()
         write_stdout(
             record_line(
                 request_id=call.request_id,
