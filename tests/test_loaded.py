@@ -121,3 +121,39 @@ def test_the_trees_of_a_forest_see_one_warnings_filter() -> None:
     warnings.filterwarnings("ignore", message="one of many filters")
     model.predict(features[:2])
     assert seen == [1] * 5
+
+
+class Quoting(RandomForestClassifier):
+    """A forest whose warning quotes its input, then fails on a negative first value."""
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        warnings.warn(f"odd first value {X[0, 0]} " + "x" * 2000, RuntimeWarning, stacklevel=2)
+        if X[0, 0] < 0:
+            raise ValueError("cannot score a negative value")
+        return super().predict_proba(X)
+
+
+def test_warnings_quoting_the_input_are_logged_a_bounded_number_of_times_and_before_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    features, target = data(2, "strings")
+    model = served(Quoting(n_estimators=5, random_state=0), features, target)
+    with caplog.at_level(logging.WARNING, logger="service.models.loaded"):
+        for value in range(100):
+            model.predict(np.full((1, 6), float(value)))
+        with pytest.raises(PredictionFailed):
+            model.predict(np.full((1, 6), -1.0))
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 32  # the first 32 distinct ones; the failing call's comes after the cap
+    assert all(len(message) < 600 for message in said)
+    assert said[0].startswith(
+        "Model model version 1 warned while predicting: RuntimeWarning: odd first value 0.0 x"
+    )
+
+    fresh = served(Quoting(n_estimators=5, random_state=0), features, target)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.models.loaded"), pytest.raises(PredictionFailed):
+        fresh.predict(np.full((1, 6), -1.0))
+    assert [record.getMessage()[:80] for record in caplog.records] == [
+        "Model model version 1 warned while predicting: RuntimeWarning: odd first value -"
+    ]

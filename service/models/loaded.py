@@ -61,6 +61,11 @@ _LABEL_IS_ARGMAX = (
 # negative (their own code computes it so): one pass gives label and score.
 _LABEL_IS_SIGN = (IsolationForest, LocalOutlierFactor)
 
+# The distinct warnings a model may log per worker, and the characters of each: a model
+# whose warnings quote the values it was given must not fill the log, nor the memory.
+_WARNINGS_LOGGED = 32
+_WARNING_CHARS = 500
+
 _FRAME_DTYPES = {"float": "float64", "int": "int64", "bool": "bool", "category": "object"}
 _NULLABLE_FRAME_DTYPES = {**_FRAME_DTYPES, "int": "float64", "bool": "object"}
 
@@ -209,24 +214,25 @@ class LoadedModel:
         SciPy install that is half of a 200-tree forest's time for a few rows. One
         filter that records everything costs a tenth of it, and a model that warns
         on every call (a feature-names mismatch, an overflow in ``exp``) then says
-        so once per worker, in the log, instead of on stderr at each request.
-        Called under ``_ESTIMATOR_LOCK``: no other thread predicts meanwhile (a warning
+        so once per worker, in the log, instead of on stderr at each request (at
+        most ``_WARNINGS_LOGGED`` distinct warnings per model, each cut to
+        ``_WARNING_CHARS``). Called under ``_ESTIMATOR_LOCK``: no other thread predicts meanwhile (a warning
         another thread raises during the call is recorded, and logged, with the model's).
         """
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.resetwarnings()  # the copy catch_warnings restores on the way out
-            warnings.simplefilter("always")
-            yield
-        for found in caught:
-            said = (found.category.__name__, str(found.message))
-            if said not in self._warned:
-                self._warned.add(said)
-                log.warning(
-                    "Model %s version %s warned while predicting: %s: %s",
-                    self.name,
-                    self.version,
-                    *said,
-                )
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.resetwarnings()  # the copy catch_warnings restores on the way out
+                warnings.simplefilter("always")
+                yield
+        finally:  # a warning said before a failure may tell why the model failed
+            for found in caught:
+                said = (found.category.__name__, str(found.message)[:_WARNING_CHARS])
+                if said not in self._warned and len(self._warned) < _WARNINGS_LOGGED:
+                    self._warned.add(said)
+                    log.warning(
+                        "Model %s version %s warned while predicting: %s: %s", self.name, self.version, *said
+                    )
 
     def _compiled_outputs(
         self, outputs: list[np.ndarray]
