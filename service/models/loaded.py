@@ -216,8 +216,9 @@ class LoadedModel:
         on every call (a feature-names mismatch, an overflow in ``exp``) then says
         so once per worker, in the log, instead of on stderr at each request (at
         most ``_WARNINGS_LOGGED`` distinct warnings per model, each cut to
-        ``_WARNING_CHARS``). Called under ``_ESTIMATOR_LOCK``: no other thread predicts meanwhile (a warning
-        another thread raises during the call is recorded, and logged, with the model's).
+        ``_WARNING_CHARS``). Called under ``_ESTIMATOR_LOCK``: no other thread
+        predicts meanwhile (a warning another thread raises during the call is
+        recorded, and logged, with the model's).
         """
         caught: list[warnings.WarningMessage] = []
         try:
