@@ -7,9 +7,9 @@ version: a request keeps the snapshot it started with, so versions never mix)
 and works as leader and followers, with no thread of its own (nothing is
 started before Gunicorn forks, and nothing is left to stop):
 
-- a request whose rows are judged valid joins the model's queue; if no call is
-  running, its thread becomes the leader and calls the model at once: a
-  request on an idle model never waits;
+- a request whose rows are judged valid, to a model that no call is running
+  on, calls it at once with its own rows: a request on an idle model never
+  waits, nor pays for the queue;
 - requests that arrive while a call runs wait in the queue; when the call ends,
   the oldest of them becomes the next leader and takes the queue (up to
   ``max_rows`` rows) into one vectorised call. Before the call it waits, at most
@@ -69,7 +69,9 @@ class _Job:
     def __init__(self, matrix: np.ndarray) -> None:
         self.matrix = matrix
         self.arrived = time.perf_counter()
-        self.ready = threading.Event()  # set when answered, or when asked to lead
+        # A queued request waits on it: set when answered, or when asked to lead. A request
+        # that calls an idle model at once never waits, and has none.
+        self.ready: threading.Event | None = None
         self.leads = False
         self.share: Share | None = None
         self.error: BaseException | None = None
@@ -113,16 +115,20 @@ class Batcher:
         job = _Job(matrix)
         with self._lock:
             self._announced -= 1
-            self._queue.append(job)
-            self._queued_rows += len(matrix)
-            leads = job.leads = not self._busy
+            idle = job.leads = not self._busy
             self._busy = True
-            self._joined.notify()
-        if not leads:
+            if not idle:
+                job.ready = threading.Event()
+                self._queue.append(job)
+                self._queued_rows += len(matrix)
+                self._joined.notify()
+        if idle:
+            self._lead(alone=job)
+        else:
+            assert job.ready is not None
             job.ready.wait()
-        if job.leads and job.share is None and job.error is None and not job.retry:
-            # Only a call under load (taking over from the last one) waits for company.
-            self._lead(gathering=not leads)
+            if job.leads and job.share is None and job.error is None and not job.retry:
+                self._lead()  # a call under load, taking over from the last one: it gathers
         if job.retry:
             return self._alone(job)
         if job.error is not None:
@@ -130,11 +136,12 @@ class Batcher:
         assert job.share is not None
         return job.share
 
-    def _lead(self, *, gathering: bool) -> None:
-        """Gather the queue into one call, answer every request in it, pass the lead on."""
+    def _lead(self, alone: _Job | None = None) -> None:
+        """Gather the queue into one call (or call the model for a request ``alone`` on an idle
+        model, at once), answer every request in it, pass the lead on."""
         batch: list[_Job] = []
         try:
-            batch = self._gather(gathering)
+            batch = [alone] if alone is not None else self._gather()
             self._call(batch)
         finally:
             with self._lock:
@@ -142,17 +149,18 @@ class Batcher:
                 successor = self._queue[0] if self._queue else None
                 if successor is not None:
                     successor.leads = True
-            if successor is not None:
+            if successor is not None and successor.ready is not None:
                 successor.ready.set()
             for job in batch:
                 if job.share is None and job.error is None and not job.retry:
                     job.error = PredictionFailed(self.model.name, self.model.version)
-                job.ready.set()
+                if job.ready is not None:
+                    job.ready.set()
 
-    def _gather(self, gathering: bool) -> list[_Job]:
+    def _gather(self) -> list[_Job]:
         with self._lock:
             deadline = time.perf_counter() + self.batching.max_wait
-            while gathering and self._announced > 0 and self._queued_rows < self.batching.max_rows:
+            while self._announced > 0 and self._queued_rows < self.batching.max_rows:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0 or not self._joined.wait(remaining):
                     break
