@@ -4,7 +4,9 @@ well-formed, else a new one, and the id quoted in a 500's problem."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from service.api.request_ids import new_id
 from tests.helpers import SETOSA, boom
 from tests.servers import JSON
 
@@ -96,3 +99,23 @@ def test_a_500_quotes_the_request_id_of_its_header(make_app: Callable[..., Flask
     assert response.headers["X-Request-ID"] == "report-me"
     assert response.get_json()["request_id"] == "report-me"
     assert "kaboom" not in response.get_data(as_text=True)
+
+
+def test_new_ids_are_version_4_uuids_that_forked_workers_never_repeat() -> None:
+    """Gunicorn's workers are forks of one process: each draws ids of its own."""
+    drawn = [new_id() for _ in range(1000)]
+    assert len(set(drawn)) == len(drawn)
+    assert all(uuid.UUID(hex=found).version == 4 and found == uuid.UUID(hex=found).hex for found in drawn)
+    children = []
+    for _ in range(2):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker: its first ids go back to the test
+            os.write(write_end, " ".join(new_id() for _ in range(3)).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            children.append(pipe.read().decode().split())
+        os.waitpid(pid, 0)
+    assert set(children[0]).isdisjoint(children[1]), children
+    assert set(children[0] + children[1]).isdisjoint([new_id() for _ in range(3)])

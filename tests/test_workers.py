@@ -146,3 +146,48 @@ def test_a_client_that_keeps_sending_never_keeps_another_waiting(
         assert other.status_code == 200
         assert waited < 5, f"the other connection waited {waited:.1f} s"
         assert before >= 20
+
+
+@pytest.mark.integration
+def test_a_kept_alive_connection_serves_the_next_request_whether_or_not_a_body_was_read(
+    demo_store_path: Path, tmp_path: Path
+) -> None:
+    """Bodies the app reads whole (a prediction), leaves unread (an unknown route, a refused
+    media type) or that arrive with the next request behind them: every answer on one keep-alive
+    connection is the right one, and none is taken for the start of the next request."""
+    with running_server(demo_store_path, tmp_path, SERVICE_WORKERS="1", SERVICE_THREADS="2") as server:
+        connection = HTTPConnection("127.0.0.1", server.port, timeout=REQUEST_TIMEOUT)
+        try:
+            sent = [
+                ("/v1/models/iris/predict", IRIS_ROW, JSON, 200),
+                ("/v1/models/nowhere/predict/more", IRIS_ROW, JSON, 404),
+                ("/v1/models/iris/predict", IRIS_ROW, "text/plain", 415),
+                ("/v1/models/iris/predict", IRIS_ROW, JSON, 200),
+                ("/health", "", JSON, 405),
+                ("/v1/models/iris/predict", IRIS_ROW, JSON, 200),
+            ]
+            for path, body, media_type, status in sent * 3:
+                connection.request("POST", path, body, {"Content-Type": media_type})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                assert response.status == status, (path, media_type, answer)
+                if status == 200:
+                    assert answer["prediction"] == "setosa", answer
+            # Two requests in one write: the second waits in the server's buffer behind the first.
+            one = (
+                f"POST /v1/models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {JSON}\r\n"
+                f"Content-Length: {len(IRIS_ROW)}\r\n\r\n{IRIS_ROW}"
+            )
+            assert connection.sock is not None
+            connection.sock.sendall((one + one).encode())
+            reader = connection.sock.makefile("rb")
+            for _ in range(2):
+                assert reader.readline().startswith(b"HTTP/1.1 200")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                assert json.loads(reader.read(length))["prediction"] == "setosa"
+        finally:
+            connection.close()

@@ -6,6 +6,7 @@ can be matched with the server's log.
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 
@@ -20,7 +21,19 @@ _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def chosen(sent: str) -> str:
     """The id a request goes by: the one it sent, if well-formed, else a new one (gRPC's too)."""
-    return sent if _WELL_FORMED.fullmatch(sent) else uuid.uuid4().hex
+    return sent if _WELL_FORMED.fullmatch(sent) else new_id()
+
+
+def new_id() -> str:
+    """A random version 4 UUID, as 32 hex digits.
+
+    Its bits come from ``random`` (seeded from the system's randomness, and
+    again in each forked worker), not from ``uuid.uuid4``'s system call: that
+    call lets go of the GIL, which under load hands it to another thread and
+    back at every request. An id is no secret (a client may choose its own);
+    it need only be unique.
+    """
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 def _assign() -> None:
