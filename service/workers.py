@@ -163,10 +163,10 @@ class ThreadWorker(GthreadWorker):
         app read the body to its end (as the service's routes do).
 
         Gunicorn drains what is left of a request's body twice, after the answer and
-        again before it reads the next request, and each time sets the socket's
-        timeout and resets it: three system calls, each of which lets go of the GIL,
-        which under load hands it to another thread and back, for a body that has
-        nothing left. A request read whole is forgotten instead, so neither drain runs.
+        again before it reads the next request, setting the socket's timeout for the
+        first and resetting it after each: three system calls, each of which lets go of
+        the GIL, which under load hands it to another thread and back, for a body that
+        has nothing left. A request read whole is forgotten instead, so neither drain runs.
         """
         if keepalive and _read_to_end(conn.parser.mesg):
             conn.parser.mesg = None
