@@ -88,6 +88,11 @@ def check_encoding(request: Request) -> None:
 def body_bytes(request: Request) -> bytes:
     """The whole body; over the app's ``MAX_CONTENT_LENGTH`` raises ``RequestEntityTooLarge``
     before more than the limit is buffered."""
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and (limit is None or length <= limit):
+        # A known length within the limit: read as it is, without Werkzeug's stream
+        # wrappers (a body that ends early is an ``UnreadableBody``, see service.api.wsgi_input).
+        return _read_exactly(request.environ["wsgi.input"], length)
     data = request.get_data(cache=False)
     limit = request.max_content_length
     # Werkzeug cuts a chunked body at the limit without an error; one more byte
@@ -96,6 +101,17 @@ def body_bytes(request: Request) -> bytes:
     if chunked and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return data
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    chunks = []
+    while length:
+        chunk = stream.read(length)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        length -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_json(data: bytes, limits: JsonLimits | None = None) -> JsonBody:

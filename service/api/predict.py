@@ -88,7 +88,8 @@ def predict_batch(name: str) -> dict[str, Any]:
 
 
 def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
-    query = parsed_query(request, csv=False) if batch_route else _SINGLE_QUERY
+    sent = request._get_current_object()  # one lookup of the proxy for the whole view
+    query = parsed_query(sent, csv=False) if batch_route else _SINGLE_QUERY
     by_row = query["on_error"] == "row"
     compact = query["format"] == "compact"
     current = state()
@@ -96,7 +97,7 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
     # For the log lines of this request (app and access log).
     note_model(model)
     rows = rows_from_body(
-        read_json(request, JsonLimits(current.settings.max_json_depth, current.settings.max_string_bytes)),
+        read_json(sent, JsonLimits(current.settings.max_json_depth, current.settings.max_string_bytes)),
         model.manifest.feature_names,
         batch_route=batch_route,
         max_rows=current.settings.max_batch_rows,
@@ -121,16 +122,19 @@ def _predict(name: str, *, batch_route: bool) -> dict[str, Any]:
 
 def note_model(model: LoadedModel) -> None:
     """Name the request's model for its log lines, its access record and the runtime header."""
-    g.model, g.model_version = model.name, model.version
-    g.model_runtime = model.runtime
-    request.environ["service.model"], request.environ["service.model_version"] = model.name, model.version
+    found = g._get_current_object()
+    found.model, found.model_version = model.name, model.version
+    found.model_runtime = model.runtime
+    environ = request.environ
+    environ["service.model"], environ["service.model_version"] = model.name, model.version
 
 
 @bp.after_request
 def runtime_header(response: Response) -> Response:
     """Prediction answers say what computed them: onnx or sklearn."""
-    if "model_runtime" in g:
-        response.headers[RUNTIME_HEADER] = g.model_runtime
+    runtime = g.get("model_runtime")
+    if runtime is not None:
+        response.headers[RUNTIME_HEADER] = runtime
     return response
 
 

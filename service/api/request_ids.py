@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
 
 from flask import Flask, g, request
 from flask.wrappers import Response
 
 HEADER = "X-Request-ID"
+_ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # where WSGI puts the header
 # Anything else (long, or with characters that could forge log lines) is replaced.
 # Matched with fullmatch: a ``$`` at the end would also match before a final newline.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -21,7 +21,7 @@ _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def chosen(sent: str) -> str:
     """The id a request goes by: the one it sent, if well-formed, else a new one (gRPC's too)."""
-    return sent if _WELL_FORMED.fullmatch(sent) else new_id()
+    return sent if sent and _WELL_FORMED.fullmatch(sent) else new_id()
 
 
 def new_id() -> str:
@@ -33,11 +33,16 @@ def new_id() -> str:
     back at every request. An id is no secret (a client may choose its own);
     it need only be unique.
     """
-    return uuid.UUID(int=random.getrandbits(128), version=4).hex
+    return f"{random.getrandbits(128) & _KEPT | _VERSION_4:032x}"
+
+
+# The bits uuid.UUID(int=..., version=4) sets: the variant (RFC 4122) and the version (4).
+_KEPT = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_4 = (0x8000 << 48) | (4 << 76)
 
 
 def _assign() -> None:
-    g.request_id = chosen(request.headers.get(HEADER, ""))
+    g.request_id = chosen(request.environ.get(_ENVIRON_KEY, ""))
 
 
 def _echo(response: Response) -> Response:

@@ -205,8 +205,14 @@ class RuleSet:
         self.numeric_only = all(feature.is_numeric for feature in features)
         self.pick = itemgetter(*self.names) if self.width > 1 else (lambda row: (row[self.names[0]],))
         bounds = [hard_bounds(feature, policy) for feature in features]
-        self._low = np.array([-np.inf if low is None else low for low, _ in bounds], dtype=np.float64)
-        self._high = np.array([np.inf if high is None else high for _, high in bounds], dtype=np.float64)
+        low = np.array([-np.inf if low is None else low for low, _ in bounds], dtype=np.float64)
+        high = np.array([np.inf if high is None else high for _, high in bounds], dtype=np.float64)
+        # The bounds a passing value lies within, narrowed to what every value must also be:
+        # finite (NaN fails any comparison; the largest floats exclude the infinities) and, for
+        # ``exact_below``, under 2**53 in magnitude. Two comparisons judge all of it.
+        largest = np.finfo(np.float64).max
+        self._within = (np.maximum(low, -largest), np.minimum(high, largest))
+        self._within_exact = (np.maximum(low, 1 - EXACT_LIMIT), np.minimum(high, EXACT_LIMIT - 1))
         self._integral = np.array([f.type == "int" for f in features])
         self._nullable = np.array([f.nullable for f in features])
         self.nullable = bool(self._nullable.any())
@@ -239,17 +245,15 @@ class RuleSet:
         """
         if isinstance(columns, int):
             columns = slice(columns, columns + 1)
-        low, high, integral = self._low[columns], self._high[columns], self._integral[columns]
-        with np.errstate(invalid="ignore"):
-            passes = np.isfinite(values)
-            passes &= (values >= low) & (values <= high)
-            if exact_below:
-                passes &= np.abs(values) < EXACT_LIMIT
-            if integral.any():
-                whole = values[:, integral]
-                passes[:, integral] &= np.floor(whole) == whole
-            if missing is not None:
-                passes |= missing & self._nullable[columns]
+        low, high = self._within_exact if exact_below else self._within
+        integral = self._integral[columns]
+        passes = values >= low[columns]
+        passes &= values <= high[columns]
+        if integral.any():
+            whole = values[:, integral]
+            passes[:, integral] &= np.floor(whole) == whole
+        if missing is not None:
+            passes |= missing & self._nullable[columns]
         return passes
 
     def category_passes(self, index: int, column: Sequence[Any]) -> np.ndarray:
@@ -293,10 +297,14 @@ class RuleSet:
         ranged, low, high, opened, messages = self._flagging
         found: RowErrors = {}
         if len(ranged):
-            # An object matrix holds numbers (a missing one as NaN, see ``assemble``) in these columns.
-            values = matrix[:, ranged].astype(np.float64, copy=False)
-            with np.errstate(invalid="ignore"):
-                outside = (values < low) | (values > high)
+            # An object matrix holds numbers (a missing one as NaN, see ``assemble``) in these
+            # columns; a float matrix whose every column is ranged is compared whole.
+            if len(ranged) == self.width and matrix.dtype == np.float64:
+                values = matrix
+            else:
+                values = matrix[:, ranged].astype(np.float64, copy=False)
+            outside = values < low
+            outside |= values > high
             for row, column in zip(*np.nonzero(outside), strict=True):
                 feature = int(ranged[column])
                 found.setdefault(int(row), {})[self.names[feature]] = messages[feature]
