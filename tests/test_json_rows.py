@@ -283,6 +283,12 @@ def test_a_body_of_numbers_only_gets_the_same_verdict(batch: tuple[str, list[Any
         ('{"instances": [[1.5, "2"]]}', False),
         ('{"instances": [[1.5, true]]}', False),
         ('{"instances": [[1.5, null]]}', False),
+        ('{"instances": [[1.5, false]]}', False),
+        # Keys holding the letters of the literals, with and without a literal among the values.
+        ('{"features": [1.5, 2]}', True),
+        ('{"petal_length": 1.5, "full": 2}', True),
+        ('{"petal_length": 1.5, "full": false}', False),
+        ('{"features": [1.5, true]}', False),
         ('{"instances": [{"a": 1.5, "b\\"": 2}]}', False),
         ('{"inst:ances": [[1.5, 2]]}', False),
         ('{"instances": [[NaN, 2]]}', False),

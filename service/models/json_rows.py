@@ -120,6 +120,13 @@ def exact_row(rules: RuleSet, row: Any) -> tuple[list[Any], dict[str, list[str]]
 
 def _vectorised(rules: RuleSet, rows: Sequence[Any], numbers_only: bool) -> np.ndarray | list[int] | None:
     """The matrix when every row passes; else the rows that may not (a list); None: ask the exact rules."""
+    if numbers_only and rules.numeric_only:
+        # Rows of a body holding only numbers, arrays and objects: a float matrix of the
+        # manifest's width can only have come from lists of as many numbers, which is
+        # what ``_table`` would have found, one row at a time, before the same conversion.
+        values = _float_matrix(rows)
+        if values is not None and values.shape[1] == rules.width:
+            return _judged(rules, values, _NUMBERS)
     table = _table(rules, rows)
     if table is None:
         return None
@@ -149,19 +156,30 @@ def _numbers(rules: RuleSet, table: list[Any], numbers_only: bool) -> np.ndarray
     kinds = _NUMBERS if numbers_only else set(map(type, chain.from_iterable(table)))
     if not kinds <= _NUMBERS_OR_NULL:
         return None
+    values = _float_matrix(table)
+    return None if values is None else _judged(rules, values, kinds)
+
+
+def _float_matrix(rows: Sequence[Any]) -> np.ndarray | None:
+    """Rows of numbers (or null, which becomes NaN: JSON has no NaN of its own) as a float
+    matrix; None when they are not rows of one length of numbers."""
     try:
-        values = np.array(table, dtype=np.float64)  # null becomes NaN: JSON has no NaN of its own
+        values = np.array(rows, dtype=np.float64)
     except OverflowError:  # an integer no float can hold: the exact rules word it
         return None
     except (ValueError, TypeError):  # a value that is an array or an object (numbers_only)
         return None
     if values.ndim != 2:  # values that are arrays of one length (numbers_only)
         return None
+    return values
+
+
+def _judged(rules: RuleSet, values: np.ndarray, kinds: frozenset[type] | set[type]) -> np.ndarray | list[int]:
     missing = np.isnan(values) if type(None) in kinds else None
     passes = rules.numbers_pass(values, exact_below=int in kinds, missing=missing).all(axis=1)
     if not passes.all():
         return np.flatnonzero(~passes).tolist()
-    return rules.assemble(values, len(table))
+    return rules.assemble(values, len(values))
 
 
 def _columns(rules: RuleSet, table: list[Any]) -> np.ndarray | list[int] | None:
