@@ -94,11 +94,9 @@ def body_bytes(request: Request) -> bytes:
         # wrappers (a body that ends early is an ``UnreadableBody``, see service.api.wsgi_input).
         return _read_exactly(request.environ["wsgi.input"], length)
     data = request.get_data(cache=False)
-    limit = request.max_content_length
     # Werkzeug cuts a chunked body at the limit without an error; one more byte
     # from the server's stream tells a complete body from a cut one.
-    chunked = request.content_length is None
-    if chunked and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
+    if length is None and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return data
 

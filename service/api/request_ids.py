@@ -13,7 +13,7 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 
 HEADER = "X-Request-ID"
-_ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # where WSGI puts the header
+_ENVIRON_KEY = "HTTP_" + HEADER.upper().replace("-", "_")  # where WSGI puts the header
 # Anything else (long, or with characters that could forge log lines) is replaced.
 # Matched with fullmatch: a ``$`` at the end would also match before a final newline.
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
